@@ -1,0 +1,93 @@
+"""The ``remote-docker`` command: generate-certs, check-certs, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from remote_docker import certs
+
+
+def _generate(args: argparse.Namespace) -> int:
+    sans = args.san or list(certs.DEFAULT_SANS)
+    result = certs.generate(
+        Path(args.out),
+        sans=sans,
+        days=args.days,
+        key_type=args.key_type,
+        rsa_bits=args.rsa_bits,
+        server_name=args.server_name,
+        client_name=args.client_name,
+        with_client=not args.no_client,
+        force=args.force,
+    )
+    for path in result.written:
+        print(f"wrote {path}")
+    for path in result.kept:
+        print(f"kept  {path} (exists; --force re-issues a leaf certificate, the CA is always reused)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    findings = certs.check(Path(args.out))
+    for finding in findings:
+        print(finding, file=sys.stderr if finding.level == "error" else sys.stdout)
+    errors = [f for f in findings if f.level == "error"]
+    if not errors:
+        print(f"ok: {args.out}")
+    return 1 if errors else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from remote_docker.hook import RemoteDockerHook
+
+    hook = RemoteDockerHook(remote_docker_conn_id=args.conn_id, docker_url=args.docker_url)
+    report = hook.diagnose()
+    for key, value in report.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remote-docker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate-certs", help="make a CA, a server and a client certificate (docker:dind layout)")
+    gen.add_argument("--out", default="certs", help="output folder (default: ./certs)")
+    gen.add_argument("--san", action="append", metavar="NAME_OR_IP",
+                     help=f"server subjectAltName; repeat it (default: {', '.join(certs.DEFAULT_SANS)})")
+    gen.add_argument("--days", type=int, default=certs.DEFAULT_DAYS, help="validity in days")
+    gen.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="EC P-256 (default) or RSA")
+    gen.add_argument("--rsa-bits", type=int, default=certs.MIN_RSA_BITS, help="RSA key size (3072+)")
+    gen.add_argument("--server-name", default="server", help="folder for the server certificate (another daemon: host2)")
+    gen.add_argument("--client-name", default="client", help="folder for the client certificate")
+    gen.add_argument("--no-client", action="store_true", help="issue only the server certificate")
+    gen.add_argument("--force", action="store_true", help="re-issue leaf certificates that exist")
+    gen.set_defaults(func=_generate)
+
+    chk = sub.add_parser("check-certs", help="verify chain, key pairs, usages, SANs, expiry and key modes")
+    chk.add_argument("out", nargs="?", default="certs", help="certificate folder (default: ./certs)")
+    chk.set_defaults(func=_check)
+
+    doc = sub.add_parser("doctor", help="connect as the operator would and report the daemon")
+    doc.add_argument("--conn-id", default="remote_docker_default", help="Airflow connection id")
+    doc.add_argument("--docker-url", default=None, help="daemon URL, overriding the connection's host")
+    doc.set_defaults(func=_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from remote_docker.connection import DaemonConfigError
+    from remote_docker.errors import DaemonError
+
+    try:
+        return args.func(args)
+    except (certs.CertificateError, DaemonConfigError, DaemonError) as err:
+        print(f"remote-docker {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

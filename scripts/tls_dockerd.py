@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Start or stop a local Docker daemon that requires mutual TLS, for tests, CI and the demo.
+
+    python scripts/tls_dockerd.py start STATE_DIR [--port N]   # prints the env to use it
+    python scripts/tls_dockerd.py stop STATE_DIR
+
+The daemon gets its own data-root, exec-root, pidfile and unix socket under STATE_DIR, listens
+on tcp://127.0.0.1:PORT with --tlsverify and certificates from `remote-docker generate-certs`,
+has no bridge and no iptables rules, and an HTTP(S) proxy on a closed loopback port so no
+pull can leave the machine. Only the process this script started is ever stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_for(state: Path, port: int) -> dict[str, str]:
+    return {
+        "DOCKER_HOST": f"tcp://127.0.0.1:{port}",
+        "DOCKER_TLS_VERIFY": "1",
+        "DOCKER_CERT_PATH": str(state / "certs" / "client"),
+    }
+
+
+def _generate_certs(state: Path) -> None:
+    from remote_docker import certs
+
+    certs.generate(state / "certs", sans=["localhost", "127.0.0.1", "::1", "docker"])
+
+
+def _wait_ready(state: Path, proc: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    sock_path = state / "docker.sock"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = (state / "dockerd.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"dockerd exited with {proc.returncode}; its log ends with:\n{log}")
+        if sock_path.exists():
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+        time.sleep(0.05)
+    raise SystemExit(f"dockerd did not listen on 127.0.0.1:{port} within {READY_TIMEOUT}s; see {state}/dockerd.log")
+
+
+def start(state: Path, port: int | None, live_restore: bool = False) -> dict[str, str]:
+    dockerd = shutil.which("dockerd")
+    if not dockerd:
+        raise SystemExit("dockerd is not installed; run `apt-get install -y docker.io` (Debian) first")
+    state.mkdir(parents=True, exist_ok=True)
+    pidfile = state / "dockerd.pid"
+    if pidfile.exists():
+        stop(state)
+    port = port or free_port()
+    _generate_certs(state)
+    server = state / "certs" / "server"
+    args = [
+        dockerd,
+        "--data-root", str(state / "data"),
+        "--exec-root", str(state / "exec"),
+        "--pidfile", str(pidfile),
+        "-H", f"unix://{state / 'docker.sock'}",
+        "-H", f"tcp://127.0.0.1:{port}",
+        "--tlsverify",
+        "--tlscacert", str(server / "ca.pem"),
+        "--tlscert", str(server / "cert.pem"),
+        "--tlskey", str(server / "key.pem"),
+        "--bridge=none",
+        "--iptables=false",
+        "--ip6tables=false" if _supports(dockerd, "--ip6tables") else "--ipv6=false",
+    ]
+    if live_restore:
+        args.append("--live-restore")
+    env = {
+        **os.environ,
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost,::1",
+    }
+    with open(state / "dockerd.log", "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (state / "dockerd.port").write_text(str(port))
+    (state / "dockerd.ownpid").write_text(str(proc.pid))
+    _wait_ready(state, proc, port)
+    environment = env_for(state, port)
+    (state / "env").write_text("".join(f"export {k}={v}\n" for k, v in environment.items()))
+    return environment
+
+
+def _supports(dockerd: str, flag: str) -> bool:
+    out = subprocess.run([dockerd, "--help"], capture_output=True, text=True).stdout
+    return flag in out
+
+
+def stop(state: Path, timeout: float = 20.0) -> None:
+    own = state / "dockerd.ownpid"
+    if not own.exists():
+        return
+    pid = int(own.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        own.unlink(missing_ok=True)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        _reap(pid)
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    own.unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("state", type=Path)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--live-restore", action="store_true")
+    args = parser.parse_args()
+    if args.action == "start":
+        environment = start(args.state.resolve(), args.port, args.live_restore)
+        for key, value in environment.items():
+            print(f"export {key}={value}")
+    else:
+        stop(args.state.resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
