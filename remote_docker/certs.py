@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -323,7 +324,7 @@ def check(out: Path, now: dt.datetime | None = None) -> list[Finding]:
                 constraints = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
                 if not constraints.ca:
                     findings.append(Finding("error", ca_path, "is not a CA certificate (basicConstraints CA:false)"))
-            except (ValueError, TypeError, x509.InvalidSignature, x509.ExtensionNotFound):
+            except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
                 findings.append(Finding("error", ca_path, "is not a self-signed CA certificate"))
         ca_key_path = out / "ca" / "key.pem"
         if ca_key_path.exists():
@@ -345,7 +346,7 @@ def _key_findings(key_path: Path, cert: x509.Certificate | None) -> list[Finding
     try:
         key = _read_key(key_path)
     except CertificateError as err:
-        return findings + [Finding("error", key_path, str(err).removeprefix(f"{key_path} "))]
+        return [*findings, Finding("error", key_path, str(err).removeprefix(f"{key_path} "))]
     if cert is not None and not _same_public_key(cert, key):
         findings.append(Finding("error", key_path, "does not match cert.pem beside it; re-issue the pair"))
     return findings
@@ -379,7 +380,7 @@ def _check_leaf(leaf_dir: Path, ca_cert: x509.Certificate | None, now: dt.dateti
     if anchor is not None:
         try:
             cert.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             findings.append(Finding("error", cert_path, "is not signed by the CA; re-issue it from this CA"))
 
     usages = _usages(cert)

@@ -185,7 +185,7 @@ def load_tls_material(
             f"{where} uses TLS but has no certificates; set ca_cert, client_cert and client_key "
             "(file paths or PEM text), or \"tls\": false for a plain-HTTP socket proxy"
         )
-    if cert is None and key is not None or cert is not None and key is None:
+    if (cert is None and key is not None) or (cert is not None and key is None):
         raise DaemonConfigError(f"{where} has {'client_key' if key else 'client_cert'} without "
                                 f"{'client_cert' if key else 'client_key'}; give both")
     if verify and missing:

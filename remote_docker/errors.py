@@ -49,17 +49,22 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
     ca_origin = "the configured ca_cert"
 
     for cause in causes:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            message = (cause.verify_message or str(cause)).lower()
+        # urllib3 raises its own CertificateError (a ValueError) for hostname mismatches
+        if isinstance(cause, ssl.SSLCertVerificationError) or type(cause).__name__ == "CertificateError":
+            detail = getattr(cause, "verify_message", None) or str(cause)
+            message = detail.lower()
             if "hostname mismatch" in message or "ip address mismatch" in message or "doesn't match" in message:
                 return (f"{doing} {url}: the daemon's server certificate does not name {_peer_names(config)!r}; "
                         f"connect by a name it carries, re-issue it with --san {_peer_names(config)}, or set tls_hostname")
             if "expired" in message:
                 return f"{doing} {url}: the daemon's server certificate has expired; re-issue it (remote-docker generate-certs --force)"
-            return (f"{doing} {url}: the daemon's server certificate is not signed by {ca_origin} ({cause.verify_message}); "
+            return (f"{doing} {url}: the daemon's server certificate is not signed by {ca_origin} ({detail}); "
                     "use the ca.pem of the CA that issued the daemon's certificate")
     if "certificate_required" in lowered or "alert_bad_certificate" in lowered or "unknown_ca" in lowered \
             or "certificate_expired" in lowered or "certificate expired" in lowered or "alert certificate" in lowered:
+        if config.tls is not None and not config.tls.cert_pem:
+            return (f"{doing} {url}: the daemon requires a client certificate and none is configured; "
+                    "set client_cert and client_key")
         return (f"{doing} {url}: the daemon rejected our client certificate; use a client certificate "
                 "issued by the daemon's CA and still valid (remote-docker check-certs)")
     if "wrong_version_number" in lowered or "record layer failure" in lowered or "packet_length_too_long" in lowered \

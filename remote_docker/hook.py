@@ -246,9 +246,10 @@ class RemoteDockerHook(BaseHook):
             environment = config_from_environment()
             if environment is not None and conn_id in (None, DEFAULT_CONN_ID):
                 return environment
+            fallback = " or set DOCKER_HOST and DOCKER_CERT_PATH" if conn_id in (None, DEFAULT_CONN_ID) else ""
             raise DaemonConfigError(
-                f"connection {conn_id!r} does not exist; create it (UI, CLI, or AIRFLOW_CONN_{str(conn_id).upper()}) "
-                "or set DOCKER_HOST and DOCKER_CERT_PATH"
+                f"connection {conn_id!r} does not exist; create it (UI, `airflow connections add`, "
+                f"or AIRFLOW_CONN_{str(conn_id).upper()}){fallback}"
             )
         extras = normalize_extras(connection.extra_dejson or {}, self.conn_type)
         extras.update(self.overrides)
@@ -309,6 +310,15 @@ class RemoteDockerHook(BaseHook):
         except (requests.RequestException, docker.errors.DockerException, OSError) as err:
             raise DaemonError(explain(err, self.config)) from None
 
+    async def aping(self) -> dict[str, Any]:
+        """``ping`` through the shared async client."""
+        config = await self.aconfig()
+        try:
+            async with self.async_client() as client:
+                return await asyncio.wait_for(client.version(), config.timeout)
+        except (aiohttp.ClientError, aiodocker.DockerError, OSError, asyncio.TimeoutError) as err:
+            raise DaemonError(explain(err, config)) from None
+
     def diagnose(self) -> dict[str, str]:
         """What ``remote-docker doctor`` prints."""
         config = self.config
@@ -340,10 +350,11 @@ class RemoteDockerHook(BaseHook):
         config = self.config
         context = config.ssl_context()
         name = config.tls.hostname or config.host.strip("[]")
-        with socket.create_connection((config.host.strip("[]"), config.port), timeout=config.timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=name if context.check_hostname else None) as tls:
-                der = tls.getpeercert(binary_form=True)
-                protocol = tls.version()
+        address = (config.host.strip("[]"), config.port)
+        with socket.create_connection(address, timeout=config.timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=name if context.check_hostname else None) as tls:
+            der = tls.getpeercert(binary_form=True)
+            protocol = tls.version()
         if not der:
             return None
         cert = x509.load_der_x509_certificate(der)

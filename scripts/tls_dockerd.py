@@ -13,6 +13,7 @@ pull can leave the machine. Only the process this script started is ever stopped
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -133,10 +134,8 @@ def stop(state: Path, timeout: float = 20.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def main() -> int:

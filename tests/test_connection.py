@@ -1,0 +1,189 @@
+"""DaemonConfig resolution: URLs, TLS rules (never silently off), PEM as path or text, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from remote_docker import certs
+from remote_docker.connection import DaemonConfigError, build_config, config_from_environment
+from remote_docker.hook import normalize_extras
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pki")
+    certs.generate(out)
+    certs.generate(out / "other")  # a second, unrelated CA
+    return out
+
+
+def tls_extras(pki: Path, **more) -> dict:
+    client = pki / "client"
+    return {"ca_cert": str(client / "ca.pem"), "client_cert": str(client / "cert.pem"),
+            "client_key": str(client / "key.pem"), **more}
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("tcp://docker:2376", None, "https://docker:2376"),
+        ("docker", None, "https://docker:2376"),
+        ("docker", 3000, "https://docker:3000"),
+        ("https://10.1.2.3:443", None, "https://10.1.2.3:443"),
+        ("tcp://[::1]:2376", None, "https://[::1]:2376"),
+        ("TCP://Docker:2376", None, "https://docker:2376"),
+    ],
+)
+def test_tls_urls(pki: Path, host: str, port: int | None, url: str) -> None:
+    config = build_config(host=host, port=port, extras=tls_extras(pki), source="c")
+    assert config.url == url
+    assert config.tls is not None and config.tls.verify and config.tls.ca_pem
+
+
+def test_unix_and_plain_proxy() -> None:
+    assert build_config(host="unix:///var/run/docker.sock", source="c").url == "unix:///var/run/docker.sock"
+    assert build_config(host="/run/docker.sock", source="c").url == "unix:///run/docker.sock"
+    plain = build_config(host="http://proxy:2375", extras={"tls": False}, source="c")
+    assert plain.url == "http://proxy:2375" and plain.tls is None
+    assert build_config(host="tcp://proxy:2375", extras={"tls": "false"}, source="c").url == "http://proxy:2375"
+
+
+def test_inline_pem_equals_files(pki: Path) -> None:
+    inline = {k: Path(v).read_text() for k, v in tls_extras(pki).items()}
+    by_text = build_config(host="tcp://docker:2376", extras=inline, source="c")
+    by_path = build_config(host="tcp://docker:2376", extras=tls_extras(pki), source="c")
+    assert by_text.fingerprint == by_path.fingerprint
+    assert by_text.ssl_context() is not None
+
+
+def test_ssl_context_is_pinned_to_our_ca_only(pki: Path) -> None:
+    context = build_config(host="tcp://docker:2376", extras=tls_extras(pki), source="c").ssl_context()
+    assert context.check_hostname
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "remote-docker CA"),),)]
+
+
+def test_tls_hostname_override_and_opt_out(pki: Path) -> None:
+    assert build_config(host="tcp://10.0.0.1:2376", extras=tls_extras(pki, tls_hostname="docker"), source="c").tls.hostname == "docker"
+    off = build_config(host="tcp://10.0.0.1:2376", extras=tls_extras(pki, tls_hostname=False), source="c")
+    assert off.tls.hostname == "" and not off.ssl_context().check_hostname
+
+
+# One line each, naming what is wrong and the fix.
+@pytest.mark.parametrize(
+    ("host", "extras", "message"),
+    [
+        ("tcp://docker:2376", {}, "connection 'x' uses TLS but has no certificates; set ca_cert, client_cert and client_key"),
+        ("https://docker:2376", {}, "uses TLS but has no certificates"),
+        ("http://docker:2375", {}, "is plain http://docker:2375; a plain-HTTP daemon or socket proxy needs \"tls\": false"),
+        ("https://docker:2376", {"tls": False}, "says https:// but \"tls\": false"),
+        ("ftp://docker", {}, "URL scheme 'ftp'"),
+        ("", {}, "has no host"),
+        ("tcp://docker:notaport", {}, "has an invalid port"),
+        ("tcp://docker:2376", {"tls": "maybe"}, "extra tls is 'maybe'; use true or false"),
+        ("tcp://docker:2376", {"timeout": "soon"}, "extra timeout is 'soon'"),
+        ("tcp://docker:2376", {"timeout": -1}, "extra timeout is -1.0"),
+        ("tcp://docker:2376", {"colour": "blue"}, "unknown extra colour"),
+    ],
+)
+def test_config_errors(host: str, extras: dict, message: str) -> None:
+    with pytest.raises(DaemonConfigError) as info:
+        build_config(host=host, extras=extras, source="connection 'x'")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_partial_sets_name_what_is_missing(pki: Path) -> None:
+    full = tls_extras(pki)
+    with pytest.raises(DaemonConfigError, match="is missing ca_cert; give all three TLS files"):
+        build_config(host="tcp://d:1", extras={**full, "ca_cert": None}, source="c")
+    with pytest.raises(DaemonConfigError, match="has client_cert without client_key; give both"):
+        build_config(host="tcp://d:1", extras={**full, "client_key": None}, source="c")
+    with pytest.raises(DaemonConfigError, match="has client_key without client_cert"):
+        build_config(host="tcp://d:1", extras={**full, "client_cert": None}, source="c")
+    with pytest.raises(DaemonConfigError, match="is a unix socket but has TLS files"):
+        build_config(host="unix:///x.sock", extras=full, source="c")
+    with pytest.raises(DaemonConfigError, match="says \"tls\": false but has TLS files"):
+        build_config(host="tcp://d:1", extras={**full, "tls": False}, source="c")
+
+
+def test_bad_files(pki: Path, tmp_path: Path) -> None:
+    full = tls_extras(pki)
+    with pytest.raises(DaemonConfigError, match=r"c ca_cert file /nope/ca.pem does not exist; fix the path or paste the PEM"):
+        build_config(host="tcp://d:1", extras={**full, "ca_cert": "/nope/ca.pem"}, source="c")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("hello")
+    with pytest.raises(DaemonConfigError, match=r"client_cert file .*garbage.pem is not a PEM certificate"):
+        build_config(host="tcp://d:1", extras={**full, "client_cert": str(garbage)}, source="c")
+    with pytest.raises(DaemonConfigError, match=r"client_key file .*garbage.pem is not a PEM private key"):
+        build_config(host="tcp://d:1", extras={**full, "client_key": str(garbage)}, source="c")
+    with pytest.raises(DaemonConfigError, match=r"client_key \(inline PEM\) is not a PEM private key"):
+        build_config(host="tcp://d:1", extras={**full, "client_key": "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----"}, source="c")
+    with pytest.raises(DaemonConfigError, match=r"is a folder; point it at the .pem file"):
+        build_config(host="tcp://d:1", extras={**full, "ca_cert": str(tmp_path)}, source="c")
+
+
+def test_key_not_matching_certificate(pki: Path) -> None:
+    extras = tls_extras(pki, client_key=str(pki / "server" / "key.pem"))
+    with pytest.raises(DaemonConfigError, match=r"server/key.pem does not match .*client/cert.pem; use the key issued with that certificate"):
+        build_config(host="tcp://d:1", extras=extras, source="c")
+
+
+def test_encrypted_key(pki: Path, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key((pki / "client" / "key.pem").read_bytes(), None)
+    encrypted = tmp_path / "enc.pem"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"pw")))
+    with pytest.raises(DaemonConfigError, match="is encrypted; give an unencrypted key"):
+        build_config(host="tcp://d:1", extras=tls_extras(pki, client_key=str(encrypted)), source="c")
+
+
+def expired_client(pki: Path, tmp_path: Path) -> tuple[Path, Path]:
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca" / "cert.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca" / "key.pem").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now - dt.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "old-cert.pem", tmp_path / "old-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_expired_client_certificate(pki: Path, tmp_path: Path) -> None:
+    cert_path, key_path = expired_client(pki, tmp_path)
+    with pytest.raises(DaemonConfigError, match=r"old-cert.pem expired on .*; issue a new client certificate"):
+        build_config(host="tcp://d:1", extras=tls_extras(pki, client_cert=str(cert_path), client_key=str(key_path)), source="c")
+
+
+def test_docker_environment(pki: Path) -> None:
+    assert config_from_environment({}) is None
+    env = {"DOCKER_HOST": "tcp://127.0.0.1:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(pki / "client")}
+    config = config_from_environment(env)
+    assert config.url == "https://127.0.0.1:2376" and config.tls.cert_pem
+    with pytest.raises(DaemonConfigError, match="DOCKER_HOST uses TLS but has no certificates"):
+        config_from_environment({"DOCKER_HOST": "tcp://127.0.0.1:2376"})
+    assert config_from_environment({"DOCKER_HOST": "unix:///run/docker.sock"}).is_unix
+
+
+def test_fingerprint_tells_daemons_apart(pki: Path) -> None:
+    a = build_config(host="tcp://a:2376", extras=tls_extras(pki), source="c")
+    b = build_config(host="tcp://b:2376", extras=tls_extras(pki), source="c")
+    other_ca = build_config(host="tcp://a:2376", extras=tls_extras(pki / "other"), source="c")
+    assert len({a.fingerprint, b.fingerprint, other_ca.fingerprint}) == 3
+    assert a.fingerprint == build_config(host="a", extras=tls_extras(pki), source="d").fingerprint
+
+
+def test_ui_prefixed_extras() -> None:
+    extras = {"extra__remote_docker__ca_cert": "/x", "tls_hostname": "", "api_version": None, "timeout": 5}
+    assert normalize_extras(extras, "remote_docker") == {"ca_cert": "/x", "timeout": 5}

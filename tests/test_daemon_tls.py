@@ -1,0 +1,180 @@
+"""Both clients against the real mutual-TLS daemon: success, and one clear line per failure."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, run_cli
+
+from remote_docker import certs
+from remote_docker.connection import DaemonConfigError
+from remote_docker.errors import DaemonError
+from remote_docker.hook import RemoteDockerHook, shared_client_count
+
+
+def hook_for(daemon: Daemon, url: str | None = None, **overrides) -> RemoteDockerHook:
+    """A hook with no Airflow connection: everything from docker_url and tls_* overrides."""
+    files = {"tls_ca_cert": str(daemon.client_dir / "ca.pem"), "tls_client_cert": str(daemon.client_dir / "cert.pem"),
+             "tls_client_key": str(daemon.client_dir / "key.pem")}
+    files.update(overrides)
+    return RemoteDockerHook(remote_docker_conn_id=None, docker_url=url or daemon.url,
+                            **{k: v for k, v in files.items() if v is not None})
+
+
+def ping(hook: RemoteDockerHook, mode: str) -> dict:
+    return hook.ping() if mode == "sync" else asyncio.run(hook.aping())
+
+
+MODES = ["sync", "async"]
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("other-pki")
+    certs.generate(out)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ping_over_mutual_tls(daemon: Daemon, mode: str, monkeypatch) -> None:
+    # requests would let these replace our CA (docker-py #2672); the pinned adapter ignores them.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    version = ping(hook_for(daemon), mode)
+    assert version["ApiVersion"] and version["Os"] == "linux"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_hostname_override(daemon: Daemon, mode: str) -> None:
+    # The URL says 127.0.0.1; the certificate is checked against the name "docker" instead.
+    assert ping(hook_for(daemon, tls_hostname="docker"), mode)["Version"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unknown_ca(daemon: Daemon, other_pki: Path, mode: str) -> None:
+    with pytest.raises(DaemonError) as info:
+        ping(hook_for(daemon, tls_ca_cert=str(other_pki / "client" / "ca.pem")), mode)
+    assert str(info.value).startswith(f"connecting https://127.0.0.1:{daemon.port}: the daemon's server certificate is not signed by")
+    assert "use the ca.pem of the CA that issued" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hostname_mismatch(daemon: Daemon, mode: str) -> None:
+    with pytest.raises(DaemonError, match=r"server certificate does not name 'elsewhere.example'; .* --san elsewhere.example"):
+        ping(hook_for(daemon, tls_hostname="elsewhere.example"), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_client_certificate_from_another_ca(daemon: Daemon, other_pki: Path, mode: str) -> None:
+    hook = hook_for(daemon, tls_client_cert=str(other_pki / "client" / "cert.pem"),
+                    tls_client_key=str(other_pki / "client" / "key.pem"))
+    with pytest.raises(DaemonError, match="the daemon rejected our client certificate"):
+        ping(hook, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_missing_client_certificate(daemon: Daemon, mode: str) -> None:
+    # Only possible with verification explicitly off; the daemon still demands a client certificate.
+    hook = RemoteDockerHook(remote_docker_conn_id=None, docker_url=daemon.url, tls_verify=False)
+    with pytest.raises(DaemonError, match="the daemon requires a client certificate and none is configured; set client_cert"):
+        ping(hook, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_plain_http_to_tls_port(daemon: Daemon, mode: str) -> None:
+    hook = RemoteDockerHook(remote_docker_conn_id=None, docker_url=f"http://127.0.0.1:{daemon.port}")
+    hook.overrides["tls"] = False
+    with pytest.raises(DaemonError, match=r"that port speaks TLS; use tcp:// or https:// with ca_cert"):
+        ping(hook, mode)
+
+
+@pytest.fixture
+def plain_http_server() -> Iterator[int]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_to_plain_http_port(daemon: Daemon, plain_http_server: int, mode: str) -> None:
+    with pytest.raises(DaemonError, match=r"answered in plain HTTP, not TLS; point at its TLS port"):
+        ping(hook_for(daemon, url=f"tcp://127.0.0.1:{plain_http_server}"), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unreachable(daemon: Daemon, mode: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DaemonError) as info:
+        ping(hook_for(daemon, url=f"tcp://127.0.0.1:{port}"), mode)
+    assert str(info.value) == f"connecting https://127.0.0.1:{port}: connection refused; is dockerd listening there (check host and port)?"
+
+
+def test_missing_connection_id() -> None:
+    with pytest.raises(DaemonConfigError) as info:
+        _ = RemoteDockerHook(remote_docker_conn_id="no_such_conn").config
+    assert str(info.value) == ("connection 'no_such_conn' does not exist; create it (UI, `airflow connections add`, "
+                               "or AIRFLOW_CONN_NO_SUCH_CONN)")
+
+
+def test_connection_from_environment_uri_and_json(daemon: Daemon, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_RD_JSON", daemon.connection_json())
+    from urllib.parse import quote
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in daemon.extras().items())
+    monkeypatch.setenv("AIRFLOW_CONN_RD_URI", f"remote-docker://127.0.0.1:{daemon.port}?{query}")
+    for conn_id in ("rd_json", "rd_uri"):
+        ok, message = RemoteDockerHook(conn_id).test_connection()
+        assert ok, message
+        assert message.startswith("Connected to Docker 20.") or message.startswith("Connected to Docker")
+
+
+def test_inline_pem_connection(daemon: Daemon, monkeypatch) -> None:
+    inline = {k: Path(v).read_text() for k, v in daemon.extras().items()}
+    monkeypatch.setenv("AIRFLOW_CONN_RD_INLINE", json.dumps({"conn_type": "remote_docker", "host": daemon.url, "extra": inline}))
+    assert RemoteDockerHook("rd_inline").ping()["Version"]
+
+
+def test_async_clients_are_shared_per_loop(daemon: Daemon) -> None:
+    async def scenario() -> tuple[int, int, bool]:
+        first, second = hook_for(daemon), hook_for(daemon)
+        async with first.async_client() as a, second.async_client() as b:
+            during = shared_client_count()
+            same = a is b
+            await asyncio.gather(*(a.version() for _ in range(20)))
+        return during, shared_client_count(), same
+
+    during, after, same = asyncio.run(scenario())
+    assert (during, after, same) == (1, 0, True)
+
+
+def test_doctor(daemon: Daemon) -> None:
+    env = {"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json()}
+    result = run_cli("doctor", env=env)
+    assert result.returncode == 0, result.stderr
+    report = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    assert report["daemon"] == f"https://127.0.0.1:{daemon.port}"
+    assert report["tls"] == "mutual TLS, server certificate verified"
+    assert report["tls peer"].startswith("CN=server (SANs localhost, 127.0.0.1")
+    assert report["api version"].startswith("1.41")
+    assert "client certificate expires" in report
+
+
+def test_doctor_failure_is_one_line(daemon: Daemon, other_pki: Path) -> None:
+    env = {"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(ca_cert=str(other_pki / "ca" / "cert.pem"))}
+    result = run_cli("doctor", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("remote-docker doctor: connecting https://127.0.0.1:")
+    missing = run_cli("doctor", "--conn-id", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("connection 'nope' does not exist; create it (UI, `airflow connections add`, or AIRFLOW_CONN_NOPE)")
