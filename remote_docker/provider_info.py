@@ -47,7 +47,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
-        "triggers": [],
-        "operators": [],
+        "triggers": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.triggers"]}],
+        "operators": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.operators"]}],
         "task-decorators": [],
     }

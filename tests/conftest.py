@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -17,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -136,3 +139,122 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
     """Run the installed `remote-docker` console script."""
     return subprocess.run([str(VENV_BIN / "remote-docker"), *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- real Airflow
+
+DAGS = ROOT / "tests" / "dags"
+_LOG_LINE = re.compile(r"^\S+Z \[(?P<level>\w+)\s*\] (?P<event>.*)$")
+_TRIGGER_LOGGER = " [remote_docker.triggers.ContainerTrigger]"
+
+
+@dataclass
+class TaskResult:
+    state: str | None
+    xcom: Any
+    log: list[str]  # every console line of the task (worker and inline trigger)
+    output: list[tuple[str, str]]  # container lines as (level, text), in order
+
+    def stdout(self) -> list[str]:
+        return [text for level, text in self.output if level == "info"]
+
+    def stderr(self) -> list[str]:
+        return [text for level, text in self.output if level == "warning"]
+
+    def text(self) -> str:
+        return "\n".join(self.log)
+
+
+@dataclass
+class DagRunResult:
+    dag_id: str
+    run_id: str
+    returncode: int
+    stdout: str
+    tasks: dict[str, TaskResult]
+
+    def __getitem__(self, task_id: str) -> TaskResult:
+        return self.tasks[task_id]
+
+
+@dataclass
+class AirflowEnv:
+    home: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "airflow"), *args], capture_output=True, text=True,
+                              env={**self.env, **(extra_env or {})}, timeout=timeout)
+
+    def dags_test(self, dag_id: str, conf: dict | None = None, timeout: float = 900) -> DagRunResult:
+        args = ["dags", "test", dag_id]
+        if conf:
+            args += ["--conf", json.dumps(conf)]
+        done = self.run(*args, timeout=timeout)
+        output = done.stdout + done.stderr
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            run_id = db.execute("select run_id from dag_run where dag_id=? order by id desc limit 1", (dag_id,)).fetchone()[0]
+            states = dict(db.execute("select task_id, state from task_instance where dag_id=? and run_id=? and map_index=-1",
+                                     (dag_id, run_id)).fetchall())
+            xcoms = {task: json.loads(value) for task, value in db.execute(
+                "select task_id, value from xcom where dag_id=? and run_id=? and key='return_value' and map_index=-1",
+                (dag_id, run_id)).fetchall()}
+        sections = _split_by_task(output, dag_id)
+        tasks = {}
+        for task_id, state in states.items():
+            lines = sections.get(task_id, [])
+            tasks[task_id] = TaskResult(state=state, xcom=xcoms.get(task_id), log=lines, output=_container_lines(lines))
+        return DagRunResult(dag_id, run_id, done.returncode, output, tasks)
+
+
+def _split_by_task(output: str, dag_id: str) -> dict[str, list[str]]:
+    """`dags test` runs tasks one at a time: cut its console output into per-task sections."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    start = re.compile(rf"\[DAG TEST\] running task <TaskInstance: {re.escape(dag_id)}\.(\S+) ")
+    for line in output.splitlines():
+        if found := start.search(line):
+            current = found.group(1)
+        if current:
+            sections.setdefault(current, []).append(line)
+        if current and f"[DAG TEST] end task task_id={current} " in line:
+            current = None
+    return sections
+
+
+def _container_lines(lines: list[str]) -> list[tuple[str, str]]:
+    found = []
+    for line in lines:
+        if _TRIGGER_LOGGER not in line:
+            continue
+        match = _LOG_LINE.match(line[: line.rindex(_TRIGGER_LOGGER)])
+        if match and match.group("level") in ("info", "warning"):
+            found.append((match.group("level"), match.group("event").rstrip(" ")))
+    return found
+
+
+@pytest.fixture(scope="session")
+def airflow_env(daemon: Daemon, tmp_path_factory) -> AirflowEnv:
+    """An Airflow home with its own SQLite DB (never shared with a real triggerer: `dags test`
+    leaves trigger rows behind) and the daemon as `remote_docker_default`."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+        "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(),
+        "REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE,
+        "PYTHONPATH": str(DAGS),
+    }
+    found = AirflowEnv(home=home, env=env)
+    migrated = found.run("db", "migrate")
+    if migrated.returncode != 0:
+        pytest.fail(f"airflow db migrate failed: {migrated.stderr[-2000:]}")
+    return found
+
+
+def containers_of(client: docker.DockerClient, dag_id: str, run_id: str, task_id: str) -> list[dict]:
+    labels = [f"io.remote-docker.dag_id={dag_id}", f"io.remote-docker.run_id={run_id}", f"io.remote-docker.task_id={task_id}"]
+    return client.api.containers(all=True, filters={"label": labels})

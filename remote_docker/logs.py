@@ -1,0 +1,156 @@
+"""Turning Docker's log stream into lines, exactly as the container wrote them.
+
+The ``/containers/{id}/logs`` endpoint (with ``timestamps=1``) sends, for a container without
+a TTY, frames of ``[stream, 0, 0, 0, size(4 bytes BE)] + payload``; each frame is one log
+entry prefixed with its RFC 3339 nano timestamp. An entry is a whole line or a ≤16 KiB piece
+of a longer one, and a frame may split a multi-byte character. So:
+
+* lines are split on ``\\n`` per stream, across frames, and decoded only once complete
+  (invalid UTF-8 becomes U+FFFD, never dropped);
+* a partial last line is held until it is completed or the container exits;
+* ``LogCursor`` remembers the last timestamp seen and how many entries carried it, so a
+  stream resumed with ``since=`` skips exactly what was already read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+STDOUT, STDERR = 1, 2
+STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
+_HEADER = struct.Struct(">BxxxL")
+
+
+@dataclass
+class LogCursor:
+    """Where a log stream got to: resume with ``since`` and skip ``seen_at_since`` entries."""
+
+    since: str | None = None  # RFC 3339 nano timestamp of the last entry read
+    seen_at_since: int = 0
+    _replayed: int = field(default=0, repr=False, compare=False)  # entries at `since` in this pass
+
+    def since_param(self) -> str | None:
+        """The ``since`` query value (``seconds.nanoseconds``) for the Engine API."""
+        return rfc3339_to_unix(self.since) if self.since else None
+
+    def start_pass(self) -> None:
+        """A new request from ``since``: the daemon sends the entries at that exact time again."""
+        self._replayed = 0
+
+    def admit(self, timestamp: str) -> bool:
+        """Record an entry; False if it was already read before this pass."""
+        # Only exact repeats are skipped: the daemon's `since` filter already drops older entries,
+        # and dropping "older" ones here would lose lines if the daemon's clock stepped back.
+        if timestamp == self.since:
+            self._replayed += 1
+            if self._replayed <= self.seen_at_since:
+                return False
+            self.seen_at_since += 1
+            return True
+        self.since, self.seen_at_since, self._replayed = timestamp, 1, 1
+        return True
+
+    def to_dict(self) -> dict:
+        return {"since": self.since, "seen_at_since": self.seen_at_since}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> LogCursor:
+        return cls(**data) if data else cls()
+
+
+def rfc3339_to_unix(stamp: str) -> str:
+    """``2026-01-02T03:04:05.123456789Z`` -> ``1767323045.123456789`` (exact, no float rounding)."""
+    seconds_part, _, fraction = stamp.rstrip("Z").partition(".")
+    whole = dt.datetime.strptime(seconds_part, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    return f"{int(whole.timestamp())}.{(fraction or '0')[:9].ljust(9, '0')}"
+
+
+def _normalize_stamp(stamp: str) -> str:
+    """Pad the fraction to 9 digits so timestamps compare correctly as strings."""
+    seconds_part, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{seconds_part}.{fraction[:9].ljust(9, '0')}Z"
+
+
+class FrameDecoder:
+    """Incremental parser of the multiplexed (non-TTY) stream: bytes in, ``(stream, payload)`` out."""
+
+    def __init__(self, tty: bool = False) -> None:
+        self.tty = tty
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        if self.tty:
+            # A TTY stream has no frames; entries are lines, each with its timestamp.
+            self._buffer += data
+            while (end := self._buffer.find(b"\n")) >= 0:
+                yield STDOUT, bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+            return
+        self._buffer += data
+        while len(self._buffer) >= _HEADER.size:
+            stream, size = _HEADER.unpack_from(self._buffer)
+            if len(self._buffer) < _HEADER.size + size:
+                return
+            payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+            del self._buffer[: _HEADER.size + size]
+            yield stream, payload
+
+    def leftover(self) -> bytes:
+        """Bytes of an incomplete frame (a TTY's unterminated last entry)."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return rest
+
+
+def split_timestamp(payload: bytes) -> tuple[str | None, bytes]:
+    """Split ``b"<RFC3339> message"`` into the normalized timestamp and the message."""
+    head, sep, rest = payload.partition(b" ")
+    if sep and head[:2].isdigit() and head.endswith(b"Z"):
+        return _normalize_stamp(head.decode("ascii")), rest
+    return None, payload
+
+
+@dataclass
+class LineSplitter:
+    """Per-stream line assembly; holds a partial line until its newline (or ``flush``)."""
+
+    max_line_bytes: int | None = None  # beyond this a line is emitted in pieces, never lost
+    _partial: dict[int, bytearray] = field(default_factory=dict)
+
+    def feed(self, stream: int, payload: bytes) -> Iterator[tuple[int, str]]:
+        buffer = self._partial.setdefault(stream, bytearray())
+        buffer += payload
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            yield stream, decode_line(buffer[start:end])
+            start = end + 1
+        del buffer[:start]
+        if self.max_line_bytes and len(buffer) >= self.max_line_bytes:
+            yield stream, decode_line(buffer)
+            buffer.clear()
+
+    def flush(self) -> Iterator[tuple[int, str]]:
+        for stream, buffer in self._partial.items():
+            if buffer:
+                yield stream, decode_line(buffer)
+                buffer.clear()
+
+    def pending_bytes(self) -> int:
+        return sum(len(b) for b in self._partial.values())
+
+
+def decode_line(raw: bytes | bytearray) -> str:
+    """UTF-8 with replacement; a trailing ``\\r`` (CRLF output, TTYs) is not part of the line."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return bytes(raw).decode("utf-8", errors="replace")
+
+
+def split_lines(chunks: Iterable[bytes]) -> list[str]:
+    """All lines of one plain (already demultiplexed) stream."""
+    splitter = LineSplitter()
+    lines = [line for chunk in chunks for _, line in splitter.feed(STDOUT, chunk)]
+    lines += [line for _, line in splitter.flush()]
+    return lines
