@@ -1,0 +1,91 @@
+"""Log stream decoding: frames, lines across frames, UTF-8, timestamps and the resume cursor."""
+
+from __future__ import annotations
+
+import struct
+
+from remote_docker.logs import (
+    STDERR,
+    STDOUT,
+    FrameDecoder,
+    LineSplitter,
+    LogCursor,
+    rfc3339_to_unix,
+    split_lines,
+    split_timestamp,
+)
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(payload)) + payload
+
+
+def test_frames_split_anywhere() -> None:
+    data = frame(STDOUT, b"hello\n") + frame(STDERR, b"oops\n") + frame(STDOUT, b"x" * 70000)
+    for cut in (1, 3, 8, 9, 100, len(data) - 1):
+        decoder = FrameDecoder()
+        got = list(decoder.feed(data[:cut])) + list(decoder.feed(data[cut:]))
+        assert got == [(STDOUT, b"hello\n"), (STDERR, b"oops\n"), (STDOUT, b"x" * 70000)]
+
+
+def test_tty_stream_is_lines() -> None:
+    decoder = FrameDecoder(tty=True)
+    assert list(decoder.feed(b"a\r\nb")) == [(STDOUT, b"a\r\n")]
+    assert decoder.leftover() == b"b"
+
+
+def test_lines_across_frames_per_stream() -> None:
+    splitter = LineSplitter()
+    out = []
+    out += splitter.feed(STDOUT, b"par")
+    out += splitter.feed(STDERR, b"err line\n")
+    out += splitter.feed(STDOUT, b"tial\nnext")
+    assert out == [(STDERR, "err line"), (STDOUT, "partial")]
+    assert list(splitter.flush()) == [(STDOUT, "next")]
+
+
+def test_multibyte_character_split_between_frames() -> None:
+    splitter = LineSplitter()
+    euro = "€".encode()
+    out = list(splitter.feed(STDOUT, b"price " + euro[:1])) + list(splitter.feed(STDOUT, euro[1:] + b"5\n"))
+    assert out == [(STDOUT, "price €5")]
+
+
+def test_invalid_utf8_replaced_and_crlf() -> None:
+    assert split_lines([b"bad \xff\xfe\r\n", b"ok"]) == ["bad \ufffd\ufffd", "ok"]
+
+
+def test_long_line_emitted_in_pieces_never_lost() -> None:
+    splitter = LineSplitter(max_line_bytes=10)
+    pieces = list(splitter.feed(STDOUT, b"a" * 25)) + list(splitter.feed(STDOUT, b"\n"))
+    assert "".join(text for _, text in pieces) == "a" * 25
+
+
+def test_timestamps() -> None:
+    stamp, message = split_timestamp(b"2026-01-02T03:04:05.1234Z hello world\n")
+    assert stamp == "2026-01-02T03:04:05.123400000Z" and message == b"hello world\n"
+    assert split_timestamp(b"no stamp here") == (None, b"no stamp here")
+    assert rfc3339_to_unix("2026-01-02T03:04:05.123456789Z") == "1767323045.123456789"
+    assert rfc3339_to_unix("1970-01-01T00:00:01Z") == "1.000000000"
+
+
+def test_cursor_skips_exactly_what_was_read() -> None:
+    t1, t2 = "2026-01-01T00:00:00.000000001Z", "2026-01-01T00:00:00.000000002Z"
+    cursor = LogCursor()
+    # first pass: one entry at t1, two pieces of a long line at t2 (they share a timestamp)
+    assert [cursor.admit(t) for t in (t1, t2, t2)] == [True, True, True]
+    assert cursor.to_dict() == {"since": t2, "seen_at_since": 2}
+    # the stream drops; the daemon resends everything at t2 and then new entries
+    cursor.start_pass()
+    assert [cursor.admit(t) for t in (t2, t2, t2, "2026-01-01T00:00:01.000000000Z")] == [False, False, True, True]
+    # a later trigger run resumes from the serialized cursor
+    resumed = LogCursor.from_dict(cursor.to_dict())
+    resumed.start_pass()
+    assert resumed.admit("2026-01-01T00:00:01.000000000Z") is False
+    assert resumed.since_param() == "1767225601.000000000"
+
+
+def test_cursor_never_drops_entries_when_the_clock_steps_back() -> None:
+    cursor = LogCursor()
+    assert cursor.admit("2026-01-01T00:00:05.000000000Z")
+    assert cursor.admit("2026-01-01T00:00:04.000000000Z"), "an older stamp is new data, not a repeat"
