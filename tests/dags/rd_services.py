@@ -1,0 +1,56 @@
+"""DAGs for tests/test_services.py (real scheduler + triggerer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+from airflow.sdk import DAG
+
+from remote_docker.operators import RemoteDockerOperator
+
+IMAGE = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
+MARKERS = Path(os.environ.get("REMOTE_DOCKER_TEST_MARKERS", "/tmp"))
+SECRET = "s3rvice-Secret-77"
+START = dt.datetime(2026, 1, 1)
+
+
+class PauseAfterStartOnFirstTry(RemoteDockerOperator):
+    """Test-only: after starting its container on try 1, record the worker's PID and wait to be killed."""
+
+    def execute(self, context):
+        self._try_number = context["ti"].try_number
+        return super().execute(context)
+
+    def _start(self, body):
+        container_id = super()._start(body)
+        if self._try_number == 1:
+            (MARKERS / f"{self.task_id}.pid").write_text(str(os.getpid()))
+            time.sleep(120)
+        return container_id
+
+
+def sh(task_id: str, script: str, operator=RemoteDockerOperator, **kwargs) -> RemoteDockerOperator:
+    return operator(task_id=task_id, image=IMAGE, network_mode="none", command=["sh", "-c", script], **kwargs)
+
+
+with DAG("rd_slots", schedule=None, start_date=START, catchup=False):
+    for name in ("first", "second"):
+        sh(name, f"echo {name}-started; sleep 15; echo {name}-done", auto_remove="never")
+
+with DAG("rd_mark_failed", schedule=None, start_date=START, catchup=False):
+    sh("long", "trap 'echo got-sigterm; exit 143' TERM; echo running; while true; do sleep 1; done",
+       stop_timeout=5, auto_remove="never")
+
+with DAG("rd_timeout", schedule=None, start_date=START, catchup=False):
+    sh("slow", "echo slow-started; sleep 120", execution_timeout=dt.timedelta(seconds=10), auto_remove="never")
+
+with DAG("rd_worker_kill", schedule=None, start_date=START, catchup=False,
+         default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=1)}):
+    sh("reattach", "echo container-up; sleep 20; echo finished-once", operator=PauseAfterStartOnFirstTry,
+       auto_remove="never")
+
+with DAG("rd_masked", schedule=None, start_date=START, catchup=False):
+    sh("masked", "echo secret=$TOKEN; echo done", private_environment={"TOKEN": SECRET}, auto_remove="force")

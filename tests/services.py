@@ -1,0 +1,202 @@
+"""Real Airflow 3 services on this machine: api-server, scheduler, dag-processor, triggerer.
+
+LocalExecutor on SQLite, everything on 127.0.0.1, log servers off. Used where deferral,
+slot release, user actions and restarts are the point. Only processes started here are
+ever signalled, by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COMPONENTS = {
+    "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class AirflowServices:
+    airflow: Path  # the `airflow` executable
+    home: Path
+    dags: Path
+    connection_json: str
+    parallelism: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "remote-docker-test-secret-0123456789abcdef",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",  # the executor notices a freed slot sooner
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": self.connection_json,
+            **self.extra_env,
+        }
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.airflow), *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        migrated = self.cli("db", "migrate", timeout=300)
+        if migrated.returncode:
+            raise RuntimeError(f"airflow db migrate failed: {migrated.stderr[-2000:]}")
+        for name in COMPONENTS:
+            self.start_component(name)
+        self._wait_api()
+
+    def start_component(self, name: str) -> None:
+        args = [a.replace("{port}", str(self.port)) for a in COMPONENTS[name]]
+        log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
+        self.procs[name] = subprocess.Popen([str(self.airflow), *args], stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env, start_new_session=True)
+
+    def stop_component(self, name: str, sig: int = signal.SIGTERM, wait: float = 30) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        # each component leads its own session: signal its group (its workers), never anything else
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_component(name)
+
+    def _wait_api(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited early: {self.output(name)[-3000:]}")
+            try:
+                self.rest("GET", "/api/v2/monitor/health")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        raise RuntimeError(f"api-server not up within {timeout}s: {self.output('api-server')[-3000:]}")
+
+    def output(self, name: str) -> str:
+        path = self.home / f"{name}.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # ------------------------------------------------------------------ REST and state
+
+    def rest(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def wait_parsed(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.rest("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError:
+                time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} not parsed within {timeout}s: {self.output('dag-processor')[-3000:]}")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        self.wait_parsed(dag_id)
+        run = self.rest("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
+            return dict(db.execute("select task_id, state from task_instance where dag_id=? and run_id=?",
+                                   (dag_id, run_id)).fetchall())
+
+    def ti(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        return self.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                return state
+            time.sleep(0.5)
+        raise TimeoutError(f"{dag_id} {run_id} still running after {timeout}s: {self.states(dag_id, run_id)}")
+
+    def wait_task(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.states(dag_id, run_id).get(task_id)
+            if state in states:
+                return state
+            time.sleep(0.3)
+        raise TimeoutError(f"{task_id} not in {states} after {timeout}s (is {self.states(dag_id, run_id).get(task_id)})")
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        self.rest("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", {"new_state": state})
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The merged task + trigger log, as the UI gets it from the REST log endpoint."""
+        from urllib.parse import quote
+
+        path = (f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
+                "?full_content=true")
+        content = self.rest("GET", path)["content"]
+        lines = []
+        for item in content:
+            if not isinstance(item, dict):
+                lines.append(str(item))
+                continue
+            lines.append(item.get("event", ""))
+            lines += [f"{d.get('exc_type')}: {d.get('exc_value')}" for d in item.get("error_detail") or [] if isinstance(d, dict)]
+        return "\n".join(lines)

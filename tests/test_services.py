@@ -1,0 +1,122 @@
+"""Deferral with the real services: slot release, user actions, timeouts, worker death, masking."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import docker
+import pytest
+from conftest import BUSYBOX_IMAGE, DAGS, VENV_BIN, Daemon, containers_of
+from services import AirflowServices
+
+
+@pytest.fixture(scope="module")
+def services(daemon: Daemon, tmp_path_factory) -> Iterator[AirflowServices]:
+    home = tmp_path_factory.mktemp("services-home")
+    found = AirflowServices(
+        airflow=VENV_BIN / "airflow", home=home, dags=DAGS, connection_json=daemon.connection_json(), parallelism=1,
+        extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, "REMOTE_DOCKER_TEST_MARKERS": str(home)},
+    )
+    try:
+        found.start()
+        yield found
+    finally:
+        found.stop()
+
+
+def running_containers(client: docker.DockerClient, dag_id: str, run_id: str, task_id: str) -> list[dict]:
+    return [c for c in containers_of(client, dag_id, run_id, task_id) if c["State"] == "running"]
+
+
+def wait_for_log_line(services: AirflowServices, dag_id: str, run_id: str, task_id: str, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in services.task_log(dag_id, run_id, task_id).splitlines():
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{text!r} never appeared in the log of {task_id}")
+
+
+def test_worker_slot_is_free_while_containers_run(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    """parallelism=1, two 15 s containers: both deferred at once, the run well under 30 s."""
+    run_id = services.trigger("rd_slots")
+    started = time.monotonic()
+    both_deferred = False
+    while time.monotonic() - started < 60:
+        states = services.states("rd_slots", run_id)
+        if list(states.values()).count("deferred") == 2:
+            both_deferred = True
+            break
+        time.sleep(0.2)
+    assert both_deferred, f"never saw both tasks deferred together: {states}"
+    assert services.wait_run("rd_slots", run_id, timeout=60) == "success"
+    elapsed = time.monotonic() - started
+    # one at a time it would be 2 x 15 s plus two task start-ups; deferred, both run at once
+    assert elapsed < 25, f"took {elapsed:.1f}s"
+    (first,), (second,) = (containers_of(docker_client, "rd_slots", run_id, t) for t in ("first", "second"))
+    spans = [docker_client.api.inspect_container(c["Id"])["State"] for c in (first, second)]
+    assert max(s["StartedAt"] for s in spans) < min(s["FinishedAt"] for s in spans), "the containers overlapped"
+    log = services.task_log("rd_slots", run_id, "first")
+    assert "first-started" in log and "first-done" in log, log[-2000:]
+
+
+def test_mark_failed_while_deferred_stops_the_container(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    run_id = services.trigger("rd_mark_failed")
+    services.wait_task("rd_mark_failed", run_id, "long", ("deferred",))
+    # on_kill reaches running triggers only: act once the triggerer streams the container's output
+    wait_for_log_line(services, "rd_mark_failed", run_id, "long", "running")
+    assert running_containers(docker_client, "rd_mark_failed", run_id, "long")
+    services.set_task_state("rd_mark_failed", run_id, "long", "failed")
+    marked = time.monotonic()
+    while running_containers(docker_client, "rd_mark_failed", run_id, "long") and time.monotonic() - marked < 30:
+        time.sleep(0.2)
+    assert not running_containers(docker_client, "rd_mark_failed", run_id, "long"), "container still running 30 s after mark-failed"
+    (container,) = containers_of(docker_client, "rd_mark_failed", run_id, "long")
+    state = docker_client.api.inspect_container(container["Id"])["State"]
+    assert state["ExitCode"] == 143, "stopped with SIGTERM within the grace period, not killed"
+    assert services.states("rd_mark_failed", run_id)["long"] == "failed"
+
+
+def test_execution_timeout_while_deferred(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    run_id = services.trigger("rd_timeout")
+    services.wait_task("rd_timeout", run_id, "slow", ("deferred",))
+    assert services.wait_run("rd_timeout", run_id, timeout=90) == "failed"
+    (container,) = containers_of(docker_client, "rd_timeout", run_id, "slow")
+    state = docker_client.api.inspect_container(container["Id"])["State"]
+    assert not state["Running"] and state["ExitCode"] == 137
+    log = services.task_log("rd_timeout", run_id, "slow")
+    assert "slow-started" in log and "execution_timeout (0:00:10) reached" in log
+
+
+def test_worker_killed_after_start_reattaches(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    run_id = services.trigger("rd_worker_kill")
+    marker = services.home / "reattach.pid"
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "try 1 never started its container"
+    assert len(running_containers(docker_client, "rd_worker_kill", run_id, "reattach")) == 1
+    os.kill(int(marker.read_text()), signal.SIGKILL)  # the task process our scheduler's worker started
+    assert services.wait_run("rd_worker_kill", run_id, timeout=150) == "success"
+    containers = containers_of(docker_client, "rd_worker_kill", run_id, "reattach")
+    assert len(containers) == 1, "exactly one container ran for the task instance"
+    assert containers[0]["Labels"]["io.remote-docker.try_number"] == "1"
+    ti = services.ti("rd_worker_kill", run_id, "reattach")
+    assert ti["try_number"] == 2
+    log = services.task_log("rd_worker_kill", run_id, "reattach", try_number=2)
+    assert "Reattaching to container" in log and "finished-once" in log
+
+
+def test_private_environment_masked_in_task_and_trigger_logs(services: AirflowServices) -> None:
+    run_id = services.trigger("rd_masked")
+    assert services.wait_run("rd_masked", run_id, timeout=90) == "success"
+    log = services.task_log("rd_masked", run_id, "masked")
+    assert "secret=***" in log, log[-2000:]
+    files = list((services.home / "logs").rglob("*"))
+    leaked = [p for p in files if p.is_file() and "s3rvice-Secret-77" in p.read_text(errors="replace")]
+    assert leaked == []
+
+
