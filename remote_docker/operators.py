@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 AUTO_REMOVE_MODES = ("never", "success", "force")
 PULL_POLICIES = ("missing", "always", "never")
 _RUNNING_STATES = ("running", "paused", "restarting")
+# task_state_store key (Airflow >= 3.3): which container this task instance runs, and how far the
+# try got with it. It tells a crashed try (reattach) from one a user ended (start afresh).
+STATE_KEY = "remote_docker_container"
 _GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header
 _TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError)
 
@@ -254,9 +257,10 @@ class RemoteDockerOperator(BaseOperator):
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
             body = self.container_spec().create_body(labels)
-            self.container_id = self._reattach(labels) or self._start(body)
+            self.container_id = self._reattach(labels, self._recall(context)) or self._start(body)
         except (SpecError, DaemonConfigError, OutputError) as err:
             raise AirflowFailException(str(err)) from None
+        self._remember(context, "started")
         trigger = ContainerTrigger(
             container_id=self.container_id,
             remote_docker_conn_id=self.remote_docker_conn_id,
@@ -269,6 +273,7 @@ class RemoteDockerOperator(BaseOperator):
         )
         if self.deferrable:
             self.log.info("Deferring while container %s runs; its output follows in this log.", self.container_id[:12])
+            self._remember(context, "deferred")
             self.defer(trigger=trigger, method_name="execute_complete")
         return self.execute_complete(context, self._watch_here(trigger))
 
@@ -299,8 +304,33 @@ class RemoteDockerOperator(BaseOperator):
             self._stop_container()
             raise
 
-    def _reattach(self, labels: dict[str, str]) -> str | None:
-        """A running container of an earlier try of this task instance, so it is not started twice."""
+    def _remember(self, context: Context, phase: str) -> None:
+        store = context.get("task_state_store")
+        if store is None or not self.container_id:
+            return
+        try:
+            store.set(STATE_KEY, {"container_id": self.container_id, "phase": phase})
+        except Exception as err:  # the store is an aid to recovery, never a reason to fail the task
+            self.log.warning("Could not record the container in task_state_store: %s", err)
+
+    def _recall(self, context: Context) -> dict | None:
+        store = context.get("task_state_store")
+        if store is None:
+            return None
+        try:
+            record = store.get(STATE_KEY)
+        except Exception as err:
+            self.log.warning("Could not read task_state_store: %s", err)
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _reattach(self, labels: dict[str, str], record: dict | None) -> str | None:
+        """A running container of an earlier try of this task instance, so it is not started twice.
+
+        Reattach when that try died before deferring (a worker crash). A container whose try had
+        deferred is still running only because a user ended the try (clear) and its trigger's
+        on_kill is stopping it: stop it here too and start afresh.
+        """
         same_task = [f"{k}={v}" for k, v in labels.items() if not k.endswith("try_number")]
         found = self._daemon_call("listing containers on", self.api.containers, all=True, filters={"label": same_task})
         for leftover in (c for c in found if c["State"] == "created"):
@@ -308,6 +338,12 @@ class RemoteDockerOperator(BaseOperator):
             self.log.info("Removing container %s left unstarted by an earlier try", leftover["Id"][:12])
             self._remove(leftover["Id"])
         running = sorted((c for c in found if c["State"] in _RUNNING_STATES), key=lambda c: c["Created"])
+        if record and record.get("phase") == "deferred":
+            for ended in (c for c in running if c["Id"] == record.get("container_id")):
+                self.log.info("Container %s belongs to a try a user ended while it was deferred; stopping it and "
+                              "starting a fresh one", ended["Id"][:12])
+                self._stop(ended["Id"])
+            running = [c for c in running if c["Id"] != record.get("container_id")]
         if not running:
             return None
         chosen = running[-1]
@@ -440,7 +476,10 @@ class RemoteDockerOperator(BaseOperator):
         succeeded = False
         try:
             status = event["status"]
-            if status in ("error", "gone"):
+            if status == "error":
+                self._remember(context, "lost")  # the container may live on: a retry reattaches to it
+                raise AirflowException(event["message"])
+            if status == "gone":
                 raise AirflowException(event["message"])
             try:
                 info = self._daemon_call("inspecting the container on", self.api.inspect_container, container_id)
@@ -516,17 +555,18 @@ class RemoteDockerOperator(BaseOperator):
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as err:
             self.log.warning("Could not remove container %s: %s", container_id[:12], err)
 
-    def _stop_container(self, grace: int | None = None) -> None:
-        if not self.container_id:
-            return
+    def _stop(self, container_id: str, grace: int | None = None) -> bool:
         try:
-            self.api.stop(self.container_id, timeout=self.stop_timeout if grace is None else grace)
+            self.api.stop(container_id, timeout=self.stop_timeout if grace is None else grace)
+            return True
         except docker.errors.NotFound:
-            return
+            return False
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as err:
-            self.log.warning("Could not stop container %s: %s", self.container_id[:12], err)
-            return
-        if self.auto_remove == "force":
+            self.log.warning("Could not stop container %s: %s", container_id[:12], err)
+            return False
+
+    def _stop_container(self, grace: int | None = None) -> None:
+        if self.container_id and self._stop(self.container_id, grace) and self.auto_remove == "force":
             self._remove(self.container_id)
 
     def on_kill(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.error
 from collections.abc import Iterator
 
 import docker
@@ -34,8 +35,11 @@ def running_containers(client: docker.DockerClient, dag_id: str, run_id: str, ta
 def wait_for_log_line(services: AirflowServices, dag_id: str, run_id: str, task_id: str, text: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if text in services.task_log(dag_id, run_id, task_id).splitlines():
-            return
+        try:
+            if text in services.task_log(dag_id, run_id, task_id).splitlines():
+                return
+        except urllib.error.HTTPError:  # the task instance or its log doesn't exist yet
+            pass
         time.sleep(0.3)
     raise TimeoutError(f"{text!r} never appeared in the log of {task_id}")
 
@@ -78,6 +82,54 @@ def test_mark_failed_while_deferred_stops_the_container(services: AirflowService
     state = docker_client.api.inspect_container(container["Id"])["State"]
     assert state["ExitCode"] == 143, "stopped with SIGTERM within the grace period, not killed"
     assert services.states("rd_mark_failed", run_id)["long"] == "failed"
+
+
+@pytest.mark.parametrize("action", ["success", "clear"])
+def test_mark_success_or_clear_while_deferred_stops_the_container(
+    services: AirflowServices, docker_client: docker.DockerClient, action: str
+) -> None:
+    task_id = f"mark_{action}"
+    run_id = services.trigger("rd_user_actions") if action == "success" else latest_run(services, "rd_user_actions")
+    services.wait_task("rd_user_actions", run_id, task_id, ("deferred",))
+    wait_for_log_line(services, "rd_user_actions", run_id, task_id, "running")
+    (first,) = running_containers(docker_client, "rd_user_actions", run_id, task_id)
+    if action == "success":
+        services.set_task_state("rd_user_actions", run_id, task_id, "success")
+    else:
+        services.rest("POST", "/api/v2/dags/rd_user_actions/clearTaskInstances",
+                      {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False})
+    deadline = time.monotonic() + 30
+    while docker_client.api.inspect_container(first["Id"])["State"]["Running"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert docker_client.api.inspect_container(first["Id"])["State"]["ExitCode"] == 143
+    if action == "clear":
+        # the cleared task runs again in a fresh container of its own
+        services.wait_task("rd_user_actions", run_id, task_id, ("success",), timeout=90)
+        tries = sorted(c["Labels"]["io.remote-docker.try_number"] for c in containers_of(docker_client, "rd_user_actions", run_id, task_id))
+        assert tries == ["1", "2"]
+    else:
+        assert services.states("rd_user_actions", run_id)[task_id] == "success"
+
+
+def latest_run(services: AirflowServices, dag_id: str) -> str:
+    runs = services.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
+    return runs[0]["dag_run_id"]
+
+
+def test_triggerer_restart_does_not_stop_the_container(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    run_id = services.trigger("rd_triggerer_restart")
+    wait_for_log_line(services, "rd_triggerer_restart", run_id, "survives", "tick2")
+    services.stop_component("triggerer")  # SIGTERM: a shutdown, not a user action
+    (container,) = containers_of(docker_client, "rd_triggerer_restart", run_id, "survives")
+    time.sleep(1)
+    assert docker_client.api.inspect_container(container["Id"])["State"]["Running"], "a triggerer shutdown stopped the container"
+    services.start_component("triggerer")
+    assert services.wait_run("rd_triggerer_restart", run_id, timeout=90) == "success"
+    log = services.task_log("rd_triggerer_restart", run_id, "survives")
+    for i in range(1, 13):
+        assert f"tick{i}" in log.splitlines()
+    assert "all-done" in log.splitlines()
+    assert docker_client.api.inspect_container(container["Id"])["State"]["ExitCode"] == 0
 
 
 def test_execution_timeout_while_deferred(services: AirflowServices, docker_client: docker.DockerClient) -> None:

@@ -54,3 +54,14 @@ with DAG("rd_worker_kill", schedule=None, start_date=START, catchup=False,
 
 with DAG("rd_masked", schedule=None, start_date=START, catchup=False):
     sh("masked", "echo secret=$TOKEN; echo done", private_environment={"TOKEN": SECRET}, auto_remove="force")
+
+with DAG("rd_user_actions", schedule=None, start_date=START, catchup=False):
+    for action in ("success", "clear"):
+        # The first try loops until stopped; a try started by "clear" finishes at once.
+        sh(f"mark_{action}", "trap 'echo got-sigterm; exit 143' TERM; echo running; "
+           "if [ \"$TRY\" = 1 ]; then while true; do sleep 1; done; fi; echo later-try",
+           environment={"TRY": "{{ ti.try_number }}"}, stop_timeout=5, auto_remove="never")
+
+with DAG("rd_triggerer_restart", schedule=None, start_date=START, catchup=False):
+    sh("survives", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo tick$i; sleep 1; done; echo all-done",
+       auto_remove="never")
