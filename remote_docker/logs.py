@@ -8,7 +8,7 @@ of a longer one, and a frame may split a multi-byte character. So:
 * lines are split on ``\\n`` per stream, across frames, and decoded only once complete
   (invalid UTF-8 becomes U+FFFD, never dropped);
 * a partial last line is held until it is completed or the container exits;
-* ``LogCursor`` remembers the last timestamp seen and how many entries carried it, so a
+* ``LogCursor`` remembers the newest timestamp and the entries read just before it, so a
   stream resumed with ``since=`` skips exactly what was already read.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,41 +25,72 @@ STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 _HEADER = struct.Struct(">BxxxL")
 
 
+# dockerd copies stdout and stderr in separate goroutines, so entries of the two streams can
+# reach the log slightly out of timestamp order. A resumed read starts this much before the
+# newest entry seen and skips what was already read in that window.
+RESUME_OVERLAP = dt.timedelta(milliseconds=200)
+
+
 @dataclass
 class LogCursor:
-    """Where a log stream got to: resume with ``since`` and skip ``seen_at_since`` entries."""
+    """Where a log stream got to, so a resumed read neither loses nor repeats an entry.
 
-    since: str | None = None  # RFC 3339 nano timestamp of the last entry read
-    seen_at_since: int = 0
-    _replayed: int = field(default=0, repr=False, compare=False)  # entries at `since` in this pass
+    ``since`` is the newest entry's timestamp; ``recent`` counts the entries read per
+    ``(timestamp, stream)`` within ``RESUME_OVERLAP`` of it (pieces of one long line share a
+    timestamp, hence counts).
+    """
+
+    since: str | None = None
+    recent: dict[tuple[str, int], int] = field(default_factory=dict)
+    _order: deque = field(default_factory=deque, repr=False, compare=False)  # keys, oldest first
+    _replay: dict[tuple[str, int], int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._order.extend(sorted(self.recent))
 
     def since_param(self) -> str | None:
-        """The ``since`` query value (``seconds.nanoseconds``) for the Engine API."""
-        return rfc3339_to_unix(self.since) if self.since else None
+        """The ``since`` query value (``seconds.nanoseconds``): the overlap window's start."""
+        return rfc3339_to_unix(_shift(self.since, -RESUME_OVERLAP)) if self.since else None
 
     def start_pass(self) -> None:
-        """A new request from ``since``: the daemon sends the entries at that exact time again."""
-        self._replayed = 0
+        """A new request from ``since_param``: the daemon resends the window's entries once more."""
+        self._replay = dict(self.recent)
 
-    def admit(self, timestamp: str) -> bool:
+    def admit(self, timestamp: str, stream: int = STDOUT) -> bool:
         """Record an entry; False if it was already read before this pass."""
-        # Only exact repeats are skipped: the daemon's `since` filter already drops older entries,
-        # and dropping "older" ones here would lose lines if the daemon's clock stepped back.
-        if timestamp == self.since:
-            self._replayed += 1
-            if self._replayed <= self.seen_at_since:
-                return False
-            self.seen_at_since += 1
-            return True
-        self.since, self.seen_at_since, self._replayed = timestamp, 1, 1
+        key = (timestamp, stream)
+        if self._replay.get(key, 0) > 0:
+            self._replay[key] -= 1
+            return False
+        count = self.recent.get(key, 0)
+        self.recent[key] = count + 1
+        if not count:
+            self._order.append(key)
+        if self.since is None or timestamp > self.since:
+            self.since = timestamp
+            if len(self._order) & 0x3FF == 0:  # prune now and then: the window only needs to be at least this big
+                floor = _shift(timestamp, -RESUME_OVERLAP)
+                while self._order and self._order[0][0] < floor:
+                    self.recent.pop(self._order.popleft(), None)
         return True
 
     def to_dict(self) -> dict:
-        return {"since": self.since, "seen_at_since": self.seen_at_since}
+        floor = _shift(self.since, -RESUME_OVERLAP) if self.since else ""
+        return {"since": self.since, "recent": [[t, s, n] for (t, s), n in self.recent.items() if t >= floor]}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> LogCursor:
-        return cls(**data) if data else cls()
+        if not data:
+            return cls()
+        return cls(since=data.get("since"), recent={(t, s): n for t, s, n in data.get("recent", [])})
+
+
+def _shift(stamp: str, delta: dt.timedelta) -> str:
+    """Move a normalized RFC 3339 nano timestamp by ``delta`` (microsecond steps suffice here)."""
+    seconds_part, _, fraction = stamp.rstrip("Z").partition(".")
+    nanos = int(fraction.ljust(9, "0")[:9])
+    moment = dt.datetime.strptime(seconds_part, "%Y-%m-%dT%H:%M:%S") + dt.timedelta(microseconds=nanos // 1000) + delta
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}{nanos % 1000:03d}Z"
 
 
 def rfc3339_to_unix(stamp: str) -> str:

@@ -157,20 +157,26 @@ class ContainerTrigger(BaseTrigger):
     async def _watch(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict:
         """Follow the log until the container ends; a dropped stream is resumed, never taken as an exit."""
         logs_readable = True
+        log_errors = 0
         while True:
             if logs_readable:
                 try:
                     await self._read_logs(docker, config, watch, follow=True)
+                    log_errors = 0
                 except aiodocker.DockerError as err:
                     if _is_gone(err):
                         return self._gone(watch)
-                    if err.status == 501 or "does not support reading" in str(err):
+                    if _is_connection_error(err):
+                        await self._lost(config, watch, err)
+                    elif err.status == 501 or "does not support reading" in str(err):
                         self.log.warning("The container's log driver can't be read back; waiting for it to exit without streaming its output.")
                         logs_readable = False
-                    elif not _is_connection_error(err):
-                        raise
                     else:
-                        await self._lost(config, watch, err)
+                        # e.g. 409 while someone removes the container: its state (below) decides
+                        log_errors += 1
+                        if log_errors >= 3:
+                            self.log.warning("Can't read the container's log (%s); waiting for it to exit without streaming.", err)
+                            logs_readable = False
                 except _CONNECTION_ERRORS as err:
                     await self._lost(config, watch, err)
             state = await self._state(docker, config, watch)
@@ -216,17 +222,17 @@ class ContainerTrigger(BaseTrigger):
                 await self._read_logs(docker, config, watch, follow=False)
                 return
             except aiodocker.DockerError as err:
-                if _is_gone(err):
-                    return
                 if not _is_connection_error(err):
-                    raise
+                    if not _is_gone(err):
+                        self.log.warning("Could not read the end of the container's log: %s", err)
+                    return
                 await self._lost(config, watch, err)
             except _CONNECTION_ERRORS as err:
                 await self._lost(config, watch, err)
 
     def _entry(self, watch: _Watch, stream: int, payload: bytes) -> None:
         stamp, message = split_timestamp(payload)
-        if stamp is not None and not watch.cursor.admit(stamp):
+        if stamp is not None and not watch.cursor.admit(stamp, stream):
             return
         for line_stream, line in watch.splitter.feed(stream, message):
             self._emit(watch, line_stream, line, whole=message.endswith(b"\n") or line_stream != stream)
@@ -283,7 +289,6 @@ class ContainerTrigger(BaseTrigger):
             "last_line_in_event": fits and watch.last_stdout_whole,
             "tail": [list(item) for item in watch.tail],
             "lines": dict(watch.counts),
-            "log_cursor": watch.cursor.to_dict(),
         }
 
     def _event(self, status: str, **details: Any) -> dict:

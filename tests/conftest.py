@@ -11,11 +11,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,7 @@ class Daemon:
         return make_sync_client(self.config())
 
 
-def _busybox_tar() -> bytes:
+def _busybox_tar(marker: bytes | None = None) -> bytes:
     """A rootfs of busybox-static with its applets linked (skipping the `busybox` name itself)."""
     busybox = shutil.which("busybox")
     if not busybox:
@@ -92,6 +94,10 @@ def _busybox_tar() -> bytes:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
+        if marker is not None:
+            info = tarfile.TarInfo("etc/marker")
+            info.size = len(marker)
+            tar.addfile(info, io.BytesIO(marker))
         passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
         info = tarfile.TarInfo("etc/passwd")
         info.size = len(passwd)
@@ -186,11 +192,12 @@ class AirflowEnv:
         return subprocess.run([str(VENV_BIN / "airflow"), *args], capture_output=True, text=True,
                               env={**self.env, **(extra_env or {})}, timeout=timeout)
 
-    def dags_test(self, dag_id: str, conf: dict | None = None, timeout: float = 900) -> DagRunResult:
+    def dags_test(self, dag_id: str, conf: dict | None = None, timeout: float = 900,
+                  extra_env: dict | None = None) -> DagRunResult:
         args = ["dags", "test", dag_id]
         if conf:
             args += ["--conf", json.dumps(conf)]
-        done = self.run(*args, timeout=timeout)
+        done = self.run(*args, timeout=timeout, extra_env=extra_env)
         output = done.stdout + done.stderr
         with sqlite3.connect(self.home / "airflow.db") as db:
             run_id = db.execute("select run_id from dag_run where dag_id=? order by id desc limit 1", (dag_id,)).fetchone()[0]
@@ -233,6 +240,11 @@ def _container_lines(lines: list[str]) -> list[tuple[str, str]]:
     return found
 
 
+def closed_port() -> int:
+    """A loopback port with nothing listening."""
+    return tls_dockerd.free_port()
+
+
 @pytest.fixture(scope="session")
 def airflow_env(daemon: Daemon, tmp_path_factory) -> AirflowEnv:
     """An Airflow home with its own SQLite DB (never shared with a real triggerer: `dags test`
@@ -246,6 +258,10 @@ def airflow_env(daemon: Daemon, tmp_path_factory) -> AirflowEnv:
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
         "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(),
         "REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE,
+        "REMOTE_DOCKER_TEST_URL": daemon.url,
+        "REMOTE_DOCKER_TEST_CERTS": str(daemon.client_dir),
+        "AIRFLOW_CONN_RD_UNREACHABLE": json.dumps({"conn_type": "remote_docker", "host": f"tcp://127.0.0.1:{closed_port()}",
+                                                   "extra": daemon.extras()}),
         "PYTHONPATH": str(DAGS),
     }
     found = AirflowEnv(home=home, env=env)
@@ -258,3 +274,72 @@ def airflow_env(daemon: Daemon, tmp_path_factory) -> AirflowEnv:
 def containers_of(client: docker.DockerClient, dag_id: str, run_id: str, task_id: str) -> list[dict]:
     labels = [f"io.remote-docker.dag_id={dag_id}", f"io.remote-docker.run_id={run_id}", f"io.remote-docker.task_id={task_id}"]
     return client.api.containers(all=True, filters={"label": labels})
+
+
+# --------------------------------------------------------------------------- a private registry
+
+
+@dataclass
+class Registry:
+    port: int
+    user: str
+    password: str
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def connection_json(self, password: str | None = None) -> str:
+        return json.dumps({"conn_type": "docker", "host": self.host, "login": self.user,
+                           "password": self.password if password is None else password})
+
+
+@pytest.fixture(scope="session")
+def registry(daemon: Daemon, tmp_path_factory) -> Iterator[Registry]:
+    """Debian's docker-registry on 127.0.0.1 with htpasswd auth, holding rd/busybox:1.
+
+    dockerd treats 127.0.0.0/8 registries as insecure (plain HTTP), so auth is real here but
+    registry certificate verification can't be exercised on loopback."""
+    import bcrypt
+
+    binary = shutil.which("docker-registry")
+    if not binary:
+        pytest.fail("docker-registry is not installed; run `apt-get install -y docker-registry`")
+    root = tmp_path_factory.mktemp("registry")
+    user, password = "robot", "registry-Pass-1"
+    (root / "htpasswd").write_bytes(user.encode() + b":" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)) + b"\n")
+    port = tls_dockerd.free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: test\n    path: {root / 'htpasswd'}\n"
+    )
+    log = open(root / "registry.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                pytest.fail(f"docker-registry exited: {(root / 'registry.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        found = Registry(port=port, user=user, password=password)
+        client = daemon.client()
+        repository = f"{found.host}/rd/busybox"
+        # its own layer (busybox plus a marker), so pulling it really downloads something
+        client.api.import_image_from_data(_busybox_tar(marker=b"registry image\n"), repository=repository, tag="1",
+                                          changes=["ENV PATH=/bin"])
+        auth = {"username": user, "password": password, "serveraddress": found.host}
+        for item in client.api.push(repository, tag="1", stream=True, decode=True, auth_config=auth):
+            if "error" in item:
+                pytest.fail(f"could not push the test image: {item['error']}")
+        client.api.remove_image(f"{repository}:1")  # the operator must pull it
+        client.close()
+        yield found
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

@@ -70,22 +70,35 @@ def test_timestamps() -> None:
 
 
 def test_cursor_skips_exactly_what_was_read() -> None:
-    t1, t2 = "2026-01-01T00:00:00.000000001Z", "2026-01-01T00:00:00.000000002Z"
+    t1, t2, t3 = "2026-01-01T00:00:00.000000001Z", "2026-01-01T00:00:00.000000002Z", "2026-01-01T00:00:01.000000000Z"
     cursor = LogCursor()
     # first pass: one entry at t1, two pieces of a long line at t2 (they share a timestamp)
     assert [cursor.admit(t) for t in (t1, t2, t2)] == [True, True, True]
-    assert cursor.to_dict() == {"since": t2, "seen_at_since": 2}
-    # the stream drops; the daemon resends everything at t2 and then new entries
+    assert cursor.since == t2
+    assert cursor.since_param() == "1767225599.800000002", "resume a little before the newest entry"
+    # the stream drops; the daemon resends the overlap window and then new entries
     cursor.start_pass()
-    assert [cursor.admit(t) for t in (t2, t2, t2, "2026-01-01T00:00:01.000000000Z")] == [False, False, True, True]
+    assert [cursor.admit(t) for t in (t1, t2, t2, t2, t3)] == [False, False, False, True, True]
     # a later trigger run resumes from the serialized cursor
     resumed = LogCursor.from_dict(cursor.to_dict())
     resumed.start_pass()
-    assert resumed.admit("2026-01-01T00:00:01.000000000Z") is False
-    assert resumed.since_param() == "1767225601.000000000"
+    assert resumed.admit(t3) is False
+    assert resumed.admit("2026-01-01T00:00:02.000000000Z") is True
 
 
-def test_cursor_never_drops_entries_when_the_clock_steps_back() -> None:
+def test_cursor_handles_streams_out_of_timestamp_order() -> None:
+    """dockerd may write a stderr entry stamped before the stdout entry that precedes it in the log."""
+    out, err = "2026-01-01T00:00:00.000200000Z", "2026-01-01T00:00:00.000100000Z"
     cursor = LogCursor()
-    assert cursor.admit("2026-01-01T00:00:05.000000000Z")
-    assert cursor.admit("2026-01-01T00:00:04.000000000Z"), "an older stamp is new data, not a repeat"
+    assert cursor.admit(out, STDOUT) and cursor.admit(err, STDERR)
+    assert cursor.since == out, "the cursor never moves back"
+    cursor.start_pass()  # a reconcile read resends both: neither may repeat
+    assert [cursor.admit(err, STDERR), cursor.admit(out, STDOUT)] == [False, False]
+    assert cursor.admit(out, STDERR), "same stamp, other stream: a different entry"
+
+
+def test_cursor_window_is_pruned() -> None:
+    cursor = LogCursor()
+    for second in range(100):
+        cursor.admit(f"2026-01-01T00:01:{second // 2:02d}.{second % 2}00000000Z")
+    assert len(cursor.to_dict()["recent"]) <= 2

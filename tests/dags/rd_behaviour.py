@@ -72,5 +72,15 @@ with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
                          command=["sh", "-c", "pwd; id -u; hostname"], working_dir="/tmp", user="65534",
                          hostname="rd-host", xcom_all=True)
     sh("labels", "true", labels={"team": "data"}, auto_remove="never")
+    sh("tty", "echo one; echo two >&2; printf 'no-newline'", tty=True)
+    sh("unreachable", "true", remote_docker_conn_id="rd_unreachable")
+    sh("missing_conn", "true", remote_docker_conn_id="no_such_connection")
+    certs = os.environ.get("REMOTE_DOCKER_TEST_CERTS", "/nonexistent")
+    sh("overrides", "echo via-overrides", remote_docker_conn_id="also_missing",
+       docker_url=os.environ.get("REMOTE_DOCKER_TEST_URL", "tcp://127.0.0.1:1"), tls_ca_cert=f"{certs}/ca.pem",
+       tls_client_cert=f"{certs}/cert.pem", tls_client_key=f"{certs}/key.pem", tls_hostname="docker")
+
+with DAG("rd_gone", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
+    sh("victim", "echo waiting-to-be-removed; sleep 60")
 
 
