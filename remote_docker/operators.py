@@ -186,6 +186,7 @@ class RemoteDockerOperator(BaseOperator):
             raise ValueError(f"max_output_bytes={max_output_bytes} must be positive")
         self.max_output_bytes = max_output_bytes
         self.files = dict(files or {})
+        self.folders: dict[str, int] = {}  # container folders to create first (path -> mode)
         self.remote_docker_conn_id = remote_docker_conn_id
         self.docker_conn_id = docker_conn_id
         self.docker_url = docker_url
@@ -355,8 +356,8 @@ class RemoteDockerOperator(BaseOperator):
         self._ensure_image()
         container_id = self._create(body)
         try:
-            if self.files:
-                archive = files_archive(self.files)
+            if self.files or self.folders:
+                archive = files_archive(self.files, self.folders)
                 self._daemon_call("copying files to", self.api.put_archive, container_id, "/", archive)
                 self.log.info("Copied %d file(s) into the container (%s bytes)", len(self.files), f"{len(archive):,}")
             self._daemon_call("starting a container on", self.api.start, container_id)
@@ -406,9 +407,14 @@ class RemoteDockerOperator(BaseOperator):
         if "bind source path does not exist" in message or ("no such file or directory" in message.lower() and "mount" in message.lower()):
             return (f"{doing} on {url}: a mount source does not exist on the daemon's host ({message}); on a remote "
                     "daemon a bind source is a path on that host: use a named volume or files= instead")
+        if "executable file not found" in message:
+            return f"{doing} on {url}: {self._missing_executable_line(message)}"
         if "memory" in message.lower() and err.status_code == 400:
             return f"{doing} on {url}: {message}; adjust mem_limit"
         return f"{doing} on {url}: {message}"
+
+    def _missing_executable_line(self, message: str) -> str:
+        return f"the image {self.image} has no such executable ({message}); check command and entrypoint"
 
     # ------------------------------------------------------------------ images
 

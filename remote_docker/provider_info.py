@@ -49,5 +49,5 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "triggers": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.triggers"]}],
         "operators": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.operators"]}],
-        "task-decorators": [],
+        "task-decorators": [{"name": "remote_docker", "class-name": "remote_docker.decorators.remote_docker_task"}],
     }

@@ -266,17 +266,26 @@ def task_labels(dag_id: str, task_id: str, run_id: str, map_index: int, try_numb
     }
 
 
-def files_archive(files: Mapping[str, str | bytes | Path]) -> bytes:
+def _arcname(target: str, what: str) -> str:
+    path = PurePosixPath(target)
+    if not path.is_absolute() or ".." in path.parts:
+        raise SpecError(f"{what} {target!r} must be an absolute container path without '..'")
+    return str(path.relative_to("/"))
+
+
+def files_archive(files: Mapping[str, str | bytes | Path], folders: Mapping[str, int] | None = None) -> bytes:
     """A tar to extract at ``/`` holding ``files``: container path -> text, bytes, or a local ``Path``
-    (file or folder, copied recursively). Missing parent folders are created by the daemon."""
+    (file or folder, copied recursively). Missing parent folders are created by the daemon;
+    ``folders`` (path -> mode) are created first with the given modes."""
     buffer = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder, mode in (folders or {}).items():
+            info = tarfile.TarInfo(_arcname(folder, "folder"))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, int(now)
+            tar.addfile(info)
         for target, source in files.items():
-            path = PurePosixPath(target)
-            if not path.is_absolute() or ".." in path.parts:
-                raise SpecError(f"files key {target!r} must be an absolute container path without '..'")
-            arcname = str(path.relative_to("/"))
+            arcname = _arcname(target, "files key")
             if isinstance(source, Path):
                 if not source.exists():
                     raise SpecError(f"files[{target!r}] local path {source} does not exist")

@@ -6,7 +6,6 @@ the daemon can't be started, in CI and locally alike.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -15,7 +14,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,12 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="rd-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 sys.path.insert(0, str(ROOT / "scripts"))
+import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 
 from remote_docker.connection import DaemonConfig, build_config  # noqa: E402
 from remote_docker.hook import make_sync_client  # noqa: E402
 
-BUSYBOX_IMAGE = "rd-test/busybox:latest"
+BUSYBOX_IMAGE = images.BUSYBOX_IMAGE
+PYTHON_IMAGE = images.PYTHON_IMAGE
+CLOUDPICKLE_IMAGE = images.CLOUDPICKLE_IMAGE
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -75,44 +76,9 @@ class Daemon:
         return make_sync_client(self.config())
 
 
-def _busybox_tar(marker: bytes | None = None) -> bytes:
-    """A rootfs of busybox-static with its applets linked (skipping the `busybox` name itself)."""
-    busybox = shutil.which("busybox")
-    if not busybox:
-        pytest.fail("busybox is not installed; run `apt-get install -y busybox-static`")
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in ("bin", "tmp", "etc", "work"):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in applets:
-            if applet == "busybox":
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        if marker is not None:
-            info = tarfile.TarInfo("etc/marker")
-            info.size = len(marker)
-            tar.addfile(info, io.BytesIO(marker))
-        passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    return buffer.getvalue()
-
-
-def build_busybox_image(client: docker.DockerClient) -> None:
-    client.api.import_image_from_data(_busybox_tar(), repository="rd-test/busybox", tag="latest",
-                                      changes=["ENV PATH=/bin", "WORKDIR /work"])
-
-
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
-    """A dockerd requiring mutual TLS on 127.0.0.1, with the busybox test image built."""
+    """A dockerd requiring mutual TLS on 127.0.0.1, with the test images built."""
     reuse = os.environ.get("REMOTE_DOCKER_TEST_STATE")
     state = Path(reuse) if reuse else Path(tempfile.mkdtemp(prefix="rd-"))
     try:
@@ -125,8 +91,7 @@ def daemon() -> Iterator[Daemon]:
         pytest.fail(f"could not start the test Docker daemon: {err}")
     found = Daemon(state=state, port=port)
     client = found.client()
-    if not client.api.images(name=BUSYBOX_IMAGE):
-        build_busybox_image(client)
+    images.build(client)
     yield found
     client.close()
     if not reuse:
@@ -203,7 +168,7 @@ class AirflowEnv:
             run_id = db.execute("select run_id from dag_run where dag_id=? order by id desc limit 1", (dag_id,)).fetchone()[0]
             states = dict(db.execute("select task_id, state from task_instance where dag_id=? and run_id=? and map_index=-1",
                                      (dag_id, run_id)).fetchall())
-            xcoms = {task: json.loads(value) for task, value in db.execute(
+            xcoms = {task: xcom_value(value) for task, value in db.execute(
                 "select task_id, value from xcom where dag_id=? and run_id=? and key='return_value' and map_index=-1",
                 (dag_id, run_id)).fetchall()}
         sections = _split_by_task(output, dag_id)
@@ -212,6 +177,11 @@ class AirflowEnv:
             lines = sections.get(task_id, [])
             tasks[task_id] = TaskResult(state=state, xcom=xcoms.get(task_id), log=lines, output=_container_lines(lines))
         return DagRunResult(dag_id, run_id, done.returncode, output, tasks)
+
+
+def xcom_value(stored: Any) -> Any:
+    """XCom values are JSON in the metadata DB; SQLite hands numbers back already decoded."""
+    return json.loads(stored) if isinstance(stored, (str, bytes)) else stored
 
 
 def _split_by_task(output: str, dag_id: str) -> dict[str, list[str]]:
@@ -330,7 +300,7 @@ def registry(daemon: Daemon, tmp_path_factory) -> Iterator[Registry]:
         client = daemon.client()
         repository = f"{found.host}/rd/busybox"
         # its own layer (busybox plus a marker), so pulling it really downloads something
-        client.api.import_image_from_data(_busybox_tar(marker=b"registry image\n"), repository=repository, tag="1",
+        client.api.import_image_from_data(images.busybox_tar(marker=b"registry image\n"), repository=repository, tag="1",
                                           changes=["ENV PATH=/bin"])
         auth = {"username": user, "password": password, "serveraddress": found.host}
         for item in client.api.push(repository, tag="1", stream=True, decode=True, auth_config=auth):

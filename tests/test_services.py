@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from airflow_services import AirflowServices
 from conftest import BUSYBOX_IMAGE, DAGS, VENV_BIN, Daemon, containers_of
-from services import AirflowServices
 
 
 @pytest.fixture(scope="module")

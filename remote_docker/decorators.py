@@ -1,0 +1,138 @@
+"""``@task.remote_docker``: run a Python callable in a container on the remote daemon, deferred.
+
+The callable's source, its arguments and ``container_runner.py`` reach the container with
+put_archive before it starts (no environment variables, no bind mounts), so arguments of
+any size work and nothing must exist on the daemon's host. The result file comes back
+through ``retrieve_output`` and is decoded on the worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from remote_docker import container_runner
+from remote_docker.operators import RemoteDockerOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.bases.decorator import TaskDecorator
+
+SERIALIZERS = ("pickle", "cloudpickle", "json")
+WORK_DIR = "/tmp/airflow-remote-docker"
+
+
+def _check_callable(function: Callable) -> None:
+    """Only the source travels, so the function must stand on its own."""
+    name = getattr(function, "__name__", repr(function))
+    if not inspect.isfunction(function):
+        raise TypeError(f"@task.remote_docker needs a plain function; {name} is a {type(function).__name__}")
+    if name == "<lambda>":
+        raise TypeError("@task.remote_docker needs a plain top-level function, not a lambda; define it with def")
+    if function.__code__.co_freevars:
+        free = ", ".join(function.__code__.co_freevars)
+        raise TypeError(f"@task.remote_docker needs a plain top-level function: {name} uses {free} from its enclosing "
+                        "function, which can't travel to the container; pass them as arguments")
+
+
+class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
+    """Runs ``python_callable`` in a container; all ``RemoteDockerOperator`` arguments apply.
+
+    :param python_command: the interpreter in the image (default ``python3``).
+    :param serializer: ``"pickle"`` (default), ``"cloudpickle"`` or ``"json"`` for arguments and result.
+    """
+
+    custom_operator_name = "@task.remote_docker"
+    template_fields: Sequence[str] = (*RemoteDockerOperator.template_fields, "op_args", "op_kwargs")
+
+    def __init__(self, *, python_command: str = "python3", serializer: str = "pickle", **kwargs: Any) -> None:
+        if serializer not in SERIALIZERS:
+            raise ValueError(f"serializer={serializer!r} is not valid; use one of {', '.join(map(repr, SERIALIZERS))}")
+        _check_callable(kwargs["python_callable"])
+        self.python_command = python_command
+        self.serializer = serializer
+        super().__init__(
+            command=[python_command, f"{WORK_DIR}/runner.py"],
+            retrieve_output=True,
+            retrieve_output_path=f"{WORK_DIR}/result.out",
+            output_format="json" if serializer == "json" else "pickle",
+            **kwargs,
+        )
+
+    def execute(self, context: Context) -> Any:
+        self.files = {**self.files, **self._call_files()}
+        self.folders = {WORK_DIR: 0o1777}  # writable for any `user`
+        return super().execute(context)
+
+    def _call_files(self) -> dict[str, bytes | str]:
+        arguments = {"args": list(self.op_args), "kwargs": dict(self.op_kwargs)}
+        name = self.python_callable.__name__
+        try:
+            payload = json.dumps(arguments).encode() if self.serializer == "json" else self._codec().dumps(arguments)
+        except Exception as err:
+            raise AirflowFailException(f"the arguments of {name} can't be serialized with {self.serializer} "
+                                       f"({type(err).__name__}: {err}); pass plain data or pick another serializer") from None
+        call = {
+            "serializer": self.serializer,
+            "function": name,
+            "input": "input.bin",
+            "source_file": Path(inspect.getsourcefile(self.python_callable) or "task.py").name,
+            "worker_python": sys.version.split()[0],
+        }
+        return {
+            f"{WORK_DIR}/runner.py": Path(container_runner.__file__).read_text(),
+            f"{WORK_DIR}/source.py": self.get_python_source(),
+            f"{WORK_DIR}/call.json": json.dumps(call),
+            f"{WORK_DIR}/input.bin": payload,
+        }
+
+    def _codec(self):
+        if self.serializer == "cloudpickle":
+            try:
+                import cloudpickle
+            except ImportError:
+                raise AirflowFailException("serializer='cloudpickle' needs cloudpickle on the worker too: "
+                                           "pip install cloudpickle") from None
+            return cloudpickle
+        return pickle
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if self.serializer == "cloudpickle":
+            self._codec()  # its reducers must be importable before the result is unpickled
+        try:
+            return super().execute_complete(context, event)
+        except AirflowException as err:
+            # the runner's own one-line diagnosis beats "exited with code 97"
+            for _, line in reversed(event.get("tail") or []):
+                if line.startswith(container_runner.ERROR_PREFIX):
+                    raise AirflowFailException(line.removeprefix(container_runner.ERROR_PREFIX)) from None
+            raise err from None
+
+    def _missing_executable_line(self, message: str) -> str:
+        return (f"{self.image} has no {self.python_command!r} ({message}); use an image with Python, "
+                "or set python_command to its interpreter")
+
+
+def remote_docker_task(
+    python_callable: Callable | None = None,
+    multiple_outputs: bool | None = None,
+    **kwargs: Any,
+) -> TaskDecorator:
+    """Wrap a function into a task that runs in a container on a remote Docker daemon.
+
+    Accepts every ``RemoteDockerOperator`` argument, plus ``python_command`` and ``serializer``.
+    """
+    return task_decorator_factory(
+        python_callable=python_callable,
+        multiple_outputs=multiple_outputs,
+        decorated_operator_class=_RemoteDockerDecoratedOperator,
+        **kwargs,
+    )
