@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import AirflowEnv, DagRunResult, containers_of
+from conftest import AirflowEnv, Daemon, DagRunResult, containers_of
 
 SECRET = "pr1vate-Value-42"
 
@@ -183,15 +183,11 @@ def test_execution_timeout_kills_the_container(run: DagRunResult, docker_client:
     assert containers_of(docker_client, "rd_behaviour", run.run_id, "timeout") == []
 
 
-def test_pull_never_with_missing_image(run: DagRunResult) -> None:
+def test_pull_never_with_missing_image(run: DagRunResult, daemon: Daemon) -> None:
     assert run["pull_never_missing"].state == "failed"
     assert error_line(run, "pull_never_missing") == (
-        f"image rd-test/not-here:1 is not on the daemon at https://127.0.0.1:{run_port(run)} and pull='never'; "
+        f"image rd-test/not-here:1 is not on the daemon at https://127.0.0.1:{daemon.port} and pull='never'; "
         "load or pull it there first, or use pull='missing'")
-
-
-def run_port(run: DagRunResult) -> str:
-    return run.stdout.split("https://127.0.0.1:", 1)[1].split()[0].rstrip(";:,")
 
 
 def test_bad_mount_source(run: DagRunResult) -> None:

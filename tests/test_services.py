@@ -11,14 +11,14 @@ from collections.abc import Iterator
 import docker
 import pytest
 from airflow_services import AirflowServices
-from conftest import BUSYBOX_IMAGE, DAGS, VENV_BIN, Daemon, containers_of
+from conftest import BUSYBOX_IMAGE, ROOT, VENV_BIN, Daemon, containers_of
 
 
 @pytest.fixture(scope="module")
 def services(daemon: Daemon, tmp_path_factory) -> Iterator[AirflowServices]:
     home = tmp_path_factory.mktemp("services-home")
     found = AirflowServices(
-        airflow=VENV_BIN / "airflow", home=home, dags=DAGS, connection_json=daemon.connection_json(), parallelism=1,
+        airflow=VENV_BIN / "airflow", home=home, dags=ROOT / "tests" / "services_dags", connection_json=daemon.connection_json(), parallelism=1,
         extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, "REMOTE_DOCKER_TEST_MARKERS": str(home)},
     )
     try:

@@ -1,0 +1,77 @@
+"""The example DAGs in dags/: each under `airflow dags test`, and end to end through the real
+services (as ./scripts/demo runs them) with states, merged logs and XComs read over REST."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from airflow_services import AirflowServices
+from conftest import ROOT, VENV_BIN, AirflowEnv, Daemon, DagRunResult, Registry
+
+EXAMPLES = {"AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")}
+
+
+def dags_test(airflow_env: AirflowEnv, dag_id: str, **env: str) -> DagRunResult:
+    return airflow_env.dags_test(dag_id, extra_env={**EXAMPLES, **env})
+
+
+def test_example_remote_docker(airflow_env: AirflowEnv) -> None:
+    run = dags_test(airflow_env, "example_remote_docker")
+    assert run["count"].state == "success"
+    assert run["count"].stdout() == [f"step {i} of 5" for i in range(1, 6)] + ["42"]
+    assert run["count"].stderr() == ["warming up"]
+    assert run["count"].xcom == "42"
+    assert run["use_result"].xcom == "count said 42"
+
+
+def test_example_outputs(airflow_env: AirflowEnv) -> None:
+    run = dags_test(airflow_env, "example_outputs")
+    assert run["json_result"].xcom == {"rows": 3, "status": "ok"}
+    assert run["all_lines"].xcom == ["alpha", "beta"]
+    assert run["files_in"].stdout() == ["[job]", "name = example", "2"]
+    assert run["fails"].state == "failed"
+    assert run["skipped"].state == "skipped"
+
+
+def test_example_decorator(airflow_env: AirflowEnv) -> None:
+    run = dags_test(airflow_env, "example_decorator")
+    assert run["make_batches"].state == "success"
+    assert run["summarize"].state == "success"
+    assert run["summarize"].xcom == {"grand_total": sum(range(40)), "batches": 4}
+
+
+def test_example_private_registry(airflow_env: AirflowEnv, registry: Registry) -> None:
+    run = dags_test(airflow_env, "example_private_registry", EXAMPLE_PRIVATE_IMAGE=f"{registry.host}/rd/busybox:1",
+                    AIRFLOW_CONN_PRIVATE_REGISTRY=registry.connection_json())
+    assert run["private_image"].state == "success"
+    assert run["private_image"].xcom == "pulled with registry credentials"
+
+
+@pytest.fixture(scope="module")
+def services(daemon: Daemon, tmp_path_factory) -> Iterator[AirflowServices]:
+    found = AirflowServices(airflow=VENV_BIN / "airflow", home=tmp_path_factory.mktemp("examples-home"),
+                            dags=ROOT / "dags", connection_json=daemon.connection_json(), parallelism=2)
+    try:
+        found.start()
+        yield found
+    finally:
+        found.stop()
+
+
+def test_examples_end_to_end(services: AirflowServices) -> None:
+    main_run = services.trigger("example_remote_docker")
+    mapped_run = services.trigger("example_decorator")
+    seen = set()
+    while services.run_state("example_remote_docker", main_run) not in ("success", "failed"):
+        seen.add(services.states("example_remote_docker", main_run).get("count"))
+    assert "deferred" in seen, f"count never showed as deferred: {seen}"
+    assert services.wait_run("example_remote_docker", main_run) == "success"
+    log = services.task_log("example_remote_docker", main_run, "count").splitlines()
+    assert "Deferring while container" in "\n".join(log)
+    assert [line for line in log if line.startswith("step ")] == [f"step {i} of 5" for i in range(1, 6)]
+    xcom = services.rest("GET", f"/api/v2/dags/example_remote_docker/dagRuns/{main_run}/taskInstances/count/xcomEntries/return_value")
+    assert xcom["value"] == "42"
+    assert services.wait_run("example_decorator", mapped_run, timeout=240) == "success"
+    summary = services.rest("GET", f"/api/v2/dags/example_decorator/dagRuns/{mapped_run}/taskInstances/summarize/xcomEntries/grand_total")
+    assert summary["value"] == sum(range(40))
