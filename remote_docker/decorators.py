@@ -43,6 +43,19 @@ def _check_callable(function: Callable) -> None:
                         "function, which can't travel to the container; pass them as arguments")
 
 
+def _materialize(value: Any) -> Any:
+    """Plain data for the container: Airflow hands mapped results over as a lazy XCom sequence."""
+    from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence
+
+    if isinstance(value, LazyXComSequence):
+        return [_materialize(item) for item in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialize(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _materialize(item) for key, item in value.items()}
+    return value
+
+
 class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
     """Runs ``python_callable`` in a container; all ``RemoteDockerOperator`` arguments apply.
 
@@ -73,7 +86,8 @@ class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
         return super().execute(context)
 
     def _call_files(self) -> dict[str, bytes | str]:
-        arguments = {"args": list(self.op_args), "kwargs": dict(self.op_kwargs)}
+        arguments = {"args": [_materialize(a) for a in self.op_args],
+                     "kwargs": {k: _materialize(v) for k, v in self.op_kwargs.items()}}
         name = self.python_callable.__name__
         try:
             payload = json.dumps(arguments).encode() if self.serializer == "json" else self._codec().dumps(arguments)

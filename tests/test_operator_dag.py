@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 import docker
@@ -219,53 +217,11 @@ def test_labels_merged_with_task_labels(run: DagRunResult, docker_client: docker
 
 
 def test_only_the_worker_side_unpickles() -> None:
-    """The triggerer never unpickles: no trigger-side module even imports pickle."""
+    """The triggerer never unpickles: only the worker's output decoding calls pickle.loads."""
     import remote_docker
 
     package = Path(remote_docker.__file__).parent
-    importers = sorted(p.name for p in package.glob("*.py") if re.search(r"^\s*(import|from) (cloud)?pickle", p.read_text(), re.M))
-    assert importers == ["output.py"]
+    unpicklers = sorted(p.name for p in package.glob("*.py") if re.search(r"pickle\.loads?\(", p.read_text()))
+    assert unpicklers == ["output.py"]
     assert "pickle" not in (package / "triggers.py").read_text()
-
-
-def test_tty_container(run: DagRunResult) -> None:
-    task = run["tty"]
-    assert task.state == "success"
-    assert task.stdout() == ["one", "two", "no-newline"], "a TTY merges stderr into stdout"
-    assert task.xcom == "no-newline"
-
-
-def test_daemon_unreachable_is_retryable_and_names_the_url(run: DagRunResult) -> None:
-    assert run["unreachable"].state == "failed"
-    line = next(line for line in run["unreachable"].log if line.startswith("remote_docker.errors.DaemonError: "))
-    assert line.startswith("remote_docker.errors.DaemonError: listing containers on https://127.0.0.1:")
-    assert line.endswith(": connection refused; is dockerd listening there (check host and port)?")
-
-
-def test_missing_connection_fails_fast(run: DagRunResult) -> None:
-    assert run["missing_conn"].state == "failed"
-    assert any(line.startswith("airflow.sdk.exceptions.AirflowFailException: connection 'no_such_connection' does not exist")
-               for line in run["missing_conn"].log)
-
-
-def test_operator_level_url_and_tls_overrides(run: DagRunResult) -> None:
-    assert run["overrides"].state == "success"
-    assert run["overrides"].xcom == "via-overrides"
-
-
-def test_container_removed_while_deferred(airflow_env: AirflowEnv, docker_client: docker.DockerClient) -> None:
-    outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.update(run=airflow_env.dags_test("rd_gone")))
-    runner.start()
-    deadline = time.monotonic() + 60
-    removed = None
-    while time.monotonic() < deadline and removed is None:
-        for container in docker_client.api.containers(filters={"label": ["io.remote-docker.dag_id=rd_gone"]}):
-            docker_client.api.remove_container(container["Id"], force=True)
-            removed = container["Id"]
-        time.sleep(0.2)
-    runner.join(120)
-    assert removed, "the container never started"
-    result = outcome["run"]
-    assert result["victim"].state == "failed"
-    assert error_line(result, "victim") == f"container {removed[:12]} was removed by someone else while the task was deferred"
+    assert "pickle" not in (package / "logs.py").read_text()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from conftest import AirflowEnv, DagRunResult, Registry
+from conftest import AirflowEnv, Daemon, DagRunResult, Registry
 from test_operator_dag import error_line
 
 
 @pytest.fixture(scope="module")
-def run(airflow_env: AirflowEnv, registry: Registry) -> DagRunResult:
+def run(airflow_env: AirflowEnv, registry: Registry, daemon: Daemon) -> DagRunResult:
+    client = daemon.client()
+    for image in (f"{registry.host}/rd/busybox:1",):  # another test may have pulled it already
+        if client.api.images(name=image):
+            client.api.remove_image(image, force=True)
+    client.close()
     return airflow_env.dags_test("rd_registry", extra_env={
         "REMOTE_DOCKER_TEST_REGISTRY": registry.host,
         "AIRFLOW_CONN_TEST_REGISTRY": registry.connection_json(),
