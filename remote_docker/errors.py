@@ -67,6 +67,15 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
                     "set client_cert and client_key")
         return (f"{doing} {url}: the daemon rejected our client certificate; use a client certificate "
                 "issued by the daemon's CA and still valid (remote-docker check-certs)")
+    closed_early = any(isinstance(c, (ssl.SSLEOFError, ConnectionResetError)) for c in causes) or \
+        "eof occurred in violation of protocol" in lowered or "server disconnected" in lowered
+    if config.tls is not None and closed_early:
+        # TLS 1.3 sends the refusal after the handshake; under load the client often sees only the close
+        if not config.tls.cert_pem:
+            return (f"{doing} {url}: the daemon requires a client certificate and none is configured; "
+                    "set client_cert and client_key")
+        return (f"{doing} {url}: the daemon closed the TLS connection, most likely because it rejected our client "
+                "certificate; use a client certificate issued by the daemon's CA and still valid (remote-docker check-certs)")
     if "wrong_version_number" in lowered or "record layer failure" in lowered or "packet_length_too_long" in lowered \
             or "http_request" in lowered:
         return (f"{doing} {url}: the daemon answered in plain HTTP, not TLS; point at its TLS port, "

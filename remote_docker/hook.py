@@ -40,6 +40,10 @@ from remote_docker.connection import (
 )
 from remote_docker.errors import DaemonError, explain
 
+# Operator arguments that override the connection, passed to the hook (and the trigger) as they are.
+HOOK_OVERRIDES = ("docker_url", "tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify", "tls_hostname",
+                  "api_version", "timeout")
+
 # Engine API 1.41 is Docker 20.10, the oldest engine we test against; it has everything we use.
 MIN_API_VERSION = "1.41"
 

@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from remote_docker.connection import DEFAULT_CONN_ID, DaemonConfigError
 from remote_docker.errors import DaemonError, explain
-from remote_docker.hook import RemoteDockerHook
+from remote_docker.hook import HOOK_OVERRIDES, RemoteDockerHook
 from remote_docker.logs import split_lines
 from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS, OutputError, decode, extract_single_file
 from remote_docker.spec import LABEL_PREFIX, ContainerSpec, SpecError, files_archive, task_labels
@@ -215,12 +215,7 @@ class RemoteDockerOperator(BaseOperator):
     @property
     def hook_params(self) -> dict[str, Any]:
         """Overrides of the daemon connection, passed to the trigger as they are."""
-        params = {
-            "docker_url": self.docker_url, "tls_ca_cert": self.tls_ca_cert, "tls_client_cert": self.tls_client_cert,
-            "tls_client_key": self.tls_client_key, "tls_verify": self.tls_verify, "tls_hostname": self.tls_hostname,
-            "api_version": self.api_version, "timeout": self.timeout,
-        }
-        return {key: value for key, value in params.items() if value is not None}
+        return {name: getattr(self, name) for name in HOOK_OVERRIDES if getattr(self, name) is not None}
 
     @cached_property
     def hook(self) -> RemoteDockerHook:

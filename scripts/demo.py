@@ -51,19 +51,9 @@ def start_daemon() -> tuple[int, Path]:
     return port, state
 
 
-def connection_json(port: int, state: Path) -> str:
-    client = state / "certs" / "client"
-    return json.dumps({"conn_type": "remote_docker", "host": f"tcp://127.0.0.1:{port}", "extra": {
-        "ca_cert": str(client / "ca.pem"), "client_cert": str(client / "cert.pem"), "client_key": str(client / "key.pem")}})
-
-
-def build_images(conn: str) -> None:
-    from remote_docker.connection import build_config
-    from remote_docker.hook import make_sync_client
-
-    spec = json.loads(conn)
-    client = make_sync_client(build_config(host=spec["host"], extras=spec["extra"], source="demo"))
+def build_images(daemon: tls_dockerd.RunningDaemon) -> None:
     say("building local stand-in images busybox:latest and python:3.11-slim (no registry is reachable)")
+    client = daemon.client()
     images.build(client)
     client.close()
 
@@ -88,12 +78,12 @@ def demo(ci: bool) -> int:
     if PIDS.exists():
         stop()
     port, state = start_daemon()
-    conn = connection_json(port, state)
-    build_images(conn)
+    daemon = tls_dockerd.RunningDaemon(state, port)
+    build_images(daemon)
     api_port = 8080 if _port_free(8080) else free_port()
     services = AirflowServices(
         airflow=Path(sys.executable).parent / "airflow", home=STATE / "airflow", dags=ROOT / "dags",
-        connection_json=conn, parallelism=2, port=api_port,
+        connection_json=daemon.connection_json(), parallelism=2, port=api_port,
     )
     say(f"starting Airflow 3 (LocalExecutor, SQLite): api-server, scheduler, dag-processor, triggerer in {services.home}")
     services.start()

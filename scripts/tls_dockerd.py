@@ -21,9 +21,45 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 READY_TIMEOUT = 30.0
+
+
+@dataclass
+class RunningDaemon:
+    """A daemon this script started: where it listens and the client material to reach it."""
+
+    state: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def client_dir(self) -> Path:
+        return self.state / "certs" / "client"
+
+    def extras(self, **more) -> dict:
+        return {"ca_cert": str(self.client_dir / "ca.pem"), "client_cert": str(self.client_dir / "cert.pem"),
+                "client_key": str(self.client_dir / "key.pem"), **more}
+
+    def connection_json(self, **more) -> str:
+        import json
+
+        return json.dumps({"conn_type": "remote_docker", "host": self.url, "extra": self.extras(**more)})
+
+    def config(self, **more):
+        from remote_docker.connection import build_config
+
+        return build_config(host=self.url, extras=self.extras(**more), source="test daemon")
+
+    def client(self):
+        from remote_docker.hook import make_sync_client
+
+        return make_sync_client(self.config())
 
 
 def free_port() -> int:

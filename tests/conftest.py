@@ -32,48 +32,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 
-from remote_docker.connection import DaemonConfig, build_config  # noqa: E402
-from remote_docker.hook import make_sync_client  # noqa: E402
-
 BUSYBOX_IMAGE = images.BUSYBOX_IMAGE
 PYTHON_IMAGE = images.PYTHON_IMAGE
 CLOUDPICKLE_IMAGE = images.CLOUDPICKLE_IMAGE
 VENV_BIN = Path(sys.executable).parent
 
 
-@dataclass
-class Daemon:
-    state: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    @property
-    def certs(self) -> Path:
-        return self.state / "certs"
-
-    @property
-    def client_dir(self) -> Path:
-        return self.certs / "client"
-
-    def extras(self, **more) -> dict:
-        return {
-            "ca_cert": str(self.client_dir / "ca.pem"),
-            "client_cert": str(self.client_dir / "cert.pem"),
-            "client_key": str(self.client_dir / "key.pem"),
-            **more,
-        }
-
-    def config(self, **more) -> DaemonConfig:
-        return build_config(host=self.url, extras=self.extras(**more), source="test daemon")
-
-    def connection_json(self, **more) -> str:
-        return json.dumps({"conn_type": "remote_docker", "host": self.url, "extra": self.extras(**more)})
-
-    def client(self) -> docker.DockerClient:
-        return make_sync_client(self.config())
+Daemon = tls_dockerd.RunningDaemon
 
 
 @pytest.fixture(scope="session")

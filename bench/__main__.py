@@ -1,0 +1,145 @@
+"""Run the benchmarks and write BENCHMARKS.md (with charts beside it).
+
+    bench/run            quick versions of P1-P5 (under 10 minutes on 2 cores)
+    bench/run --full     the sizes the targets are stated for
+    bench/run --only p3  one of them (results of the others are kept from earlier runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, ROOT, Result, machine, start_daemon, stop_daemon
+
+SIZES = {
+    "quick": {"p1": (8, 10, 2), "p2": ([100, 300], [100]), "p3": 1_000_000, "p4": 100},
+    "full": {"p1": (20, 20, 2), "p2": ([100, 300, 1000], [100, 300]), "p3": 10_000_000, "p4": 100},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--only", action="append", choices=("p1", "p2", "p3", "p4", "p5"))
+    args = parser.parse_args()
+    mode = "full" if args.full else "quick"
+    sizes = SIZES[mode]
+    wanted = args.only or ["p1", "p2", "p3", "p4", "p5"]
+    command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or [])
+    daemon = start_daemon()
+    began = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rd-bench-") as folder:
+            work = Path(folder)
+            for name in wanted:
+                started = time.monotonic()
+                result = run_one(name, daemon, sizes, work)
+                result.figures["seconds_taken"] = round(time.monotonic() - started, 1)
+                result.figures["command"] = command
+                result.figures["machine"] = machine()
+                result.save()
+    finally:
+        stop_daemon(daemon)
+    print(f"[bench] done in {time.monotonic() - began:.0f}s", flush=True)
+    write_report()
+    return 0
+
+
+def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
+    if name == "p1":
+        from p1_p5_airflow import p1
+
+        return p1(daemon, work / "p1-home", *sizes["p1"])
+    if name == "p2":
+        import p2_density
+
+        return p2_density.run(daemon, *sizes["p2"])
+    if name == "p3":
+        import p3_logs
+
+        return p3_logs.run(daemon, sizes["p3"], work)
+    if name == "p4":
+        import p4_output
+
+        return p4_output.run(daemon, sizes["p4"])
+    from p1_p5_airflow import p5
+
+    return p5(daemon, work / "p5-home")
+
+
+def write_report() -> None:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("p*.json"))}
+    charts(results)
+    lines = ["# Benchmarks", "",
+             "Reproduce with `bench/run` (quick, < 10 min) or `bench/run --full`. Each section names the exact",
+             "command, machine and versions it was measured with. Targets belong to the benchmark, never to tests.", ""]
+    for key, result in results.items():
+        figures = dict(result["figures"])
+        info = figures.pop("machine", {})
+        command = figures.pop("command", "")
+        taken = figures.pop("seconds_taken", None)
+        verdict = {True: "**met**", False: "**missed**", None: "not measured at the target size"}[result["met"]]
+        lines += [f"## {result['name']}", "",
+                  f"- command: `{command}` ({taken}s) on {info.get('date')}",
+                  f"- machine: {info.get('cores')} cores, {info.get('memory_gib')} GiB, Python {info.get('python')}, "
+                  f"kernel {info.get('kernel')}; Airflow {info.get('airflow')}, aiodocker {info.get('aiodocker')}, "
+                  f"docker-py {info.get('docker-py')}, official provider {info.get('apache-airflow-providers-docker', '-')}",
+                  f"- target: {result['target']} — {verdict}", "", "```json", json.dumps(figures, indent=2), "```", ""]
+        lines += [f"- {note}" for note in result.get("notes", [])]
+        if Path(RESULTS.parent / f"{key}.png").exists():
+            lines += ["", f"![{result['name']}](bench/{key}.png)"]
+        lines.append("")
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines) + "\n" + analysis())
+
+
+def analysis() -> str:
+    path = ROOT / "bench" / "ANALYSIS.md"
+    return path.read_text() if path.exists() else ""
+
+
+def charts(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "p1" in results:
+        figures = results["p1"]["figures"]
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar(["RemoteDockerOperator", "DockerOperator"], [figures["ours"]["makespan_s"], figures["official"]["makespan_s"]],
+               color=["#2a7ab0", "#b0b0b0"])
+        ax.set_ylabel("makespan (s)")
+        ax.set_title(f"P1: {figures['n']} x {figures['t_s']} s containers, parallelism {figures['parallelism']}")
+        fig.tight_layout()
+        fig.savefig(RESULTS.parent / "p1.png", dpi=110)
+        plt.close(fig)
+    if "p2" in results:
+        rows = results["p2"]["figures"]["rows"]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+        for shared, style in ((True, "o-"), (False, "s--")):
+            picked = sorted((r for r in rows if r["shared_client"] == shared), key=lambda r: r["n"])
+            if not picked:
+                continue
+            label = "shared client" if shared else "client per trigger"
+            left.plot([r["n"] for r in picked], [r["rss_over_baseline_mb"] for r in picked], style, label=label)
+            right.plot([r["n"] for r in picked], [r["exit_to_event_s"]["p99"] for r in picked], style, label=label)
+        left.set_xlabel("watched containers")
+        left.set_ylabel("RSS over baseline (MB)")
+        right.set_xlabel("watched containers")
+        right.set_ylabel("p99 exit -> event (s)")
+        left.legend()
+        fig.suptitle("P2: one triggerer process")
+        fig.tight_layout()
+        fig.savefig(RESULTS.parent / "p2.png", dpi=110)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Shared benchmark plumbing: a private TLS daemon, images, timing and result records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import images  # noqa: E402
+import tls_dockerd  # noqa: E402
+
+Daemon = tls_dockerd.RunningDaemon
+
+
+def start_daemon() -> Daemon:
+    state = Path(tempfile.mkdtemp(prefix="rd-bench-"))
+    environment = tls_dockerd.start(state, None)
+    daemon = Daemon(state, int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
+    client = daemon.client()
+    images.build(client)
+    client.close()
+    return daemon
+
+
+def stop_daemon(daemon: Daemon) -> None:
+    tls_dockerd.stop(daemon.state)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values) if values else float("nan"),
+            "mean": statistics.fmean(values) if values else float("nan")}
+
+
+def rss_mb(pid: int | None = None) -> float:
+    return psutil.Process(pid or os.getpid()).memory_info().rss / 1e6
+
+
+class PeakRSS(threading.Thread):
+    """Samples this process's RSS in the background; ``peak`` and ``start`` in MB."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = self.start_rss = rss_mb()
+        self._running = True
+
+    def run(self) -> None:
+        while self._running:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRSS:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._running = False
+        self.join()
+
+
+def machine() -> dict[str, Any]:
+    import aiodocker
+    import airflow
+    import docker
+
+    client_versions = {"airflow": airflow.__version__, "aiodocker": aiodocker.__version__, "docker-py": docker.__version__}
+    try:
+        from importlib.metadata import version
+
+        client_versions["apache-airflow-providers-docker"] = version("apache-airflow-providers-docker")
+    except Exception:
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        **client_versions,
+    }
+
+
+@dataclass
+class Result:
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    target: str = ""
+    met: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def save(self) -> Path:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{self.name.split()[0].lower()}.json"
+        path.write_text(json.dumps(self.__dict__, indent=2, default=str))
+        return path

@@ -1,0 +1,140 @@
+"""P2: how many containers one triggerer process can watch.
+
+N ``ContainerTrigger.run()`` coroutines run concurrently in one asyncio loop, as the triggerer
+runs them, against N running containers that exit close together at known times. Measured:
+RSS over the idle baseline, CPU while waiting, and exit -> event delay (container FinishedAt
+to the event reaching the loop). ``shared=False`` gives each trigger its own client (a distinct
+config fingerprint) to show what sharing is worth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+from common import Daemon, Result, rss_mb, summary
+
+from remote_docker.triggers import ContainerTrigger
+
+IDLE_WINDOW = 10.0  # seconds of pure waiting measured for CPU and memory
+
+
+def _raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start_containers(daemon: Daemon, n: int, exit_at: float) -> list[str]:
+    client = daemon.client()
+
+    def start(i: int) -> str:
+        wait = max(1.0, exit_at - time.time())
+        body = {"Image": "rd-test/busybox:latest", "Cmd": ["sh", "-c", f"echo started {i}; sleep {wait:.2f}; echo exiting {i}"],
+                "Labels": {"rd-bench": "p2"}, "HostConfig": {"NetworkMode": "none"}}
+        container_id = client.api.create_container_from_config(body)["Id"]
+        client.api.start(container_id)
+        return container_id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(start, range(n)))
+    client.close()
+    return ids
+
+
+def remove_containers(daemon: Daemon) -> None:
+    client = daemon.client()
+    found = client.api.containers(all=True, filters={"label": "rd-bench=p2"})
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda c: client.api.remove_container(c["Id"], force=True), found))
+    client.close()
+
+
+def finished_at(daemon: Daemon, ids: list[str]) -> dict[str, float]:
+    client = daemon.client()
+
+    def when(container_id: str) -> float:
+        stamp = client.api.inspect_container(container_id)["State"]["FinishedAt"]
+        head, _, fraction = stamp.rstrip("Z").partition(".")
+        moment = dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
+        return moment.timestamp() + float(f"0.{fraction or 0}")
+
+    with ThreadPoolExecutor(8) as pool:
+        found = dict(zip(ids, pool.map(when, ids), strict=False))
+    client.close()
+    return found
+
+
+async def watch_all(daemon: Daemon, ids: list[str], shared: bool) -> tuple[dict[str, float], dict]:
+    hook_base = {"docker_url": daemon.url, "tls_ca_cert": daemon.extras()["ca_cert"],
+                 "tls_client_cert": daemon.extras()["client_cert"], "tls_client_key": daemon.extras()["client_key"]}
+    arrivals: dict[str, float] = {}
+    statuses: dict[str, str] = {}
+
+    async def one(index: int, container_id: str) -> None:
+        params = dict(hook_base) if shared else {**hook_base, "timeout": 60 + index / 1e6}  # distinct client
+        trigger = ContainerTrigger(container_id, None, hook_params=params)
+        async for event in trigger.run():
+            arrivals[container_id] = time.time()
+            statuses[container_id] = event.payload["status"]
+
+    process = psutil.Process()
+    baseline = rss_mb()
+    tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(ids)]
+    await asyncio.sleep(min(5.0 + len(ids) / 100, 20))  # every trigger connected and streaming
+    waiting_rss = rss_mb()
+    cpu_before, wall_before = process.cpu_times(), time.monotonic()
+    await asyncio.sleep(IDLE_WINDOW)
+    cpu_after, wall_after = process.cpu_times(), time.monotonic()
+    still_waiting = sum(1 for t in tasks if not t.done())
+    await asyncio.gather(*tasks)
+    cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / (wall_after - wall_before)
+    return arrivals, {
+        "baseline_rss_mb": round(baseline, 1),
+        "waiting_rss_mb": round(waiting_rss, 1),
+        "rss_over_baseline_mb": round(waiting_rss - baseline, 1),
+        "kb_per_container": round((waiting_rss - baseline) * 1000 / len(ids), 1),
+        "cpu_percent_of_one_core_waiting": round(cpu * 100, 2),
+        "triggers_still_waiting_during_window": still_waiting,
+        "events_not_exited": sum(1 for s in statuses.values() if s != "exited"),
+    }
+
+
+def run_one(daemon: Daemon, n: int, shared: bool) -> dict:
+    start_budget = 0.12 * n + 15  # time to start them all, then an idle window before they exit
+    exit_at = time.time() + start_budget + 25 + IDLE_WINDOW
+    ids = start_containers(daemon, n, exit_at)
+    try:
+        logging.getLogger("remote_docker").setLevel(logging.WARNING)  # container lines: not the point here
+        arrivals, figures = asyncio.run(watch_all(daemon, ids, shared))
+        finished = finished_at(daemon, ids)
+        delays = [arrivals[c] - finished[c] for c in ids if c in arrivals]
+        figures.update({"n": n, "shared_client": shared, "events": len(arrivals),
+                        "exit_to_event_s": {k: round(v, 3) for k, v in summary(delays).items()}})
+        return figures
+    finally:
+        remove_containers(daemon)
+
+
+def run(daemon: Daemon, sizes: list[int], unshared_sizes: list[int]) -> Result:
+    _raise_fd_limit()
+    rows = []
+    for n in sizes:
+        rows.append(run_one(daemon, n, shared=True))
+        print(f"[p2] shared n={n}: {rows[-1]}", flush=True)
+    for n in unshared_sizes:
+        rows.append(run_one(daemon, n, shared=False))
+        print(f"[p2] one client per trigger n={n}: {rows[-1]}", flush=True)
+    largest = max((r for r in rows if r["shared_client"]), key=lambda r: r["n"])
+    met = (largest["n"] >= 1000 and largest["rss_over_baseline_mb"] <= 150
+           and largest["cpu_percent_of_one_core_waiting"] <= 5 and largest["exit_to_event_s"]["p99"] <= 1.0)
+    return Result(
+        name="P2 triggerer density",
+        figures={"rows": rows},
+        target="at 1000: <= 150 MB RSS over baseline, <= 5 % of one core waiting, p99 exit->event <= 1 s",
+        met=met if largest["n"] >= 1000 else None,
+    )
