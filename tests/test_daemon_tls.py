@@ -75,7 +75,7 @@ def test_hostname_mismatch(daemon: Daemon, mode: str) -> None:
 def test_client_certificate_from_another_ca(daemon: Daemon, other_pki: Path, mode: str) -> None:
     hook = hook_for(daemon, tls_client_cert=str(other_pki / "client" / "cert.pem"),
                     tls_client_key=str(other_pki / "client" / "key.pem"))
-    with pytest.raises(DaemonError, match="rejected our client certificate; use a client certificate issued by the daemon.s CA"):
+    with pytest.raises(DaemonError, match=r"rejected our client certificate; use a client certificate issued by the daemon's CA"):
         ping(hook, mode)
 
 
