@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import warnings
 from collections.abc import Container, Iterable, Mapping, Sequence
 from functools import cached_property
@@ -72,6 +73,9 @@ class RemoteDockerOperator(BaseOperator):
     :param deferrable: free the worker slot while the container runs (default True).
     :param poll_interval: seconds between state checks when the log can't be followed.
     :param stop_timeout: seconds between SIGTERM and SIGKILL when the task is stopped.
+    :param min_deferred_seconds: a deferred task resumes no sooner than this after deferring. It only
+        delays containers that end within seconds of starting, and works around an Airflow 3.3 race
+        that can fail such tasks (apache/airflow#72716); 0 turns it off.
     """
 
     template_fields: Sequence[str] = ("image", "command", "environment", "env_file", "container_name", "mounts")
@@ -133,6 +137,7 @@ class RemoteDockerOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 2.0,
         stop_timeout: int = 10,
+        min_deferred_seconds: float = 10.0,
         # Accepted for compatibility with the official DockerOperator; they have no effect here.
         mount_tmp_dir: bool = False,
         tmp_dir: str | None = None,
@@ -201,6 +206,7 @@ class RemoteDockerOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
+        self.min_deferred_seconds = min_deferred_seconds
         self.mount_tmp_dir = mount_tmp_dir
         if mount_tmp_dir or host_tmp_dir or tmp_dir or tls_ssl_version:
             warnings.warn(
@@ -269,6 +275,8 @@ class RemoteDockerOperator(BaseOperator):
         )
         if self.deferrable:
             self.log.info("Deferring while container %s runs; its output follows in this log.", self.container_id[:12])
+            if self.min_deferred_seconds:
+                trigger.not_before = time.time() + self.min_deferred_seconds
             self._remember(context, "deferred")
             self.defer(trigger=trigger, method_name="execute_complete")
         return self.execute_complete(context, self._watch_here(trigger))

@@ -72,6 +72,7 @@ class ContainerTrigger(BaseTrigger):
     :param stop_timeout: seconds between SIGTERM and SIGKILL when a user stops the task.
     :param poll_interval: seconds between state checks when no log stream can be followed.
     :param daemon_lost_timeout: give up after the daemon has been unreachable this long.
+    :param not_before: UNIX time before which no event is fired (see the operator's ``min_deferred_seconds``).
     :param secrets: values to mask in the log (``private_environment``); the triggerer is another
         process, so the worker's masks don't reach it. Trigger kwargs are encrypted at rest.
     """
@@ -88,6 +89,7 @@ class ContainerTrigger(BaseTrigger):
         poll_interval: float = 2.0,
         daemon_lost_timeout: float = 300.0,
         tail_lines: int = 20,
+        not_before: float | None = None,
         secrets: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -101,6 +103,7 @@ class ContainerTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.daemon_lost_timeout = daemon_lost_timeout
         self.tail_lines = tail_lines
+        self.not_before = not_before
         self.secrets = list(secrets or [])
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -117,6 +120,7 @@ class ContainerTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "daemon_lost_timeout": self.daemon_lost_timeout,
                 "tail_lines": self.tail_lines,
+                "not_before": self.not_before,
                 "secrets": self.secrets,
             },
         )
@@ -152,6 +156,10 @@ class ContainerTrigger(BaseTrigger):
                 self._flush(watch)
                 event = self._event("error", message=f"{err} (gave up after {self.daemon_lost_timeout:g}s)",
                                     **self._log_summary(watch))
+        if self.not_before and (early := self.not_before - time.time()) > 0:
+            # Airflow 3.3 can fail a task whose trigger fires right after deferral: the scheduler may
+            # drain the worker's stale defer-exit event after the resumed try started (apache/airflow#72716).
+            await asyncio.sleep(early)
         yield TriggerEvent(event)
 
     async def _watch(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict:
