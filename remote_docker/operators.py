@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 import warnings
 from collections.abc import Container, Iterable, Mapping, Sequence
@@ -40,6 +41,7 @@ from remote_docker.triggers import ContainerTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+DEFAULT_MIN_DEFERRED_SECONDS = 10.0
 AUTO_REMOVE_MODES = ("never", "success", "force")
 PULL_POLICIES = ("missing", "always", "never")
 _RUNNING_STATES = ("running", "paused", "restarting")
@@ -75,7 +77,8 @@ class RemoteDockerOperator(BaseOperator):
     :param stop_timeout: seconds between SIGTERM and SIGKILL when the task is stopped.
     :param min_deferred_seconds: a deferred task resumes no sooner than this after deferring. It only
         delays containers that end within seconds of starting, and works around an Airflow 3.3 race
-        that can fail such tasks (apache/airflow#72716); 0 turns it off.
+        that can fail such tasks (apache/airflow#72716); 0 turns it off. Default: the environment
+        variable ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``, else 10.
     """
 
     template_fields: Sequence[str] = ("image", "command", "environment", "env_file", "container_name", "mounts")
@@ -137,7 +140,7 @@ class RemoteDockerOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 2.0,
         stop_timeout: int = 10,
-        min_deferred_seconds: float = 10.0,
+        min_deferred_seconds: float | None = None,
         # Accepted for compatibility with the official DockerOperator; they have no effect here.
         mount_tmp_dir: bool = False,
         tmp_dir: str | None = None,
@@ -206,6 +209,8 @@ class RemoteDockerOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
+        if min_deferred_seconds is None:
+            min_deferred_seconds = float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", DEFAULT_MIN_DEFERRED_SECONDS))
         self.min_deferred_seconds = min_deferred_seconds
         self.mount_tmp_dir = mount_tmp_dir
         if mount_tmp_dir or host_tmp_dir or tmp_dir or tls_ssl_version:

@@ -193,6 +193,8 @@ def airflow_env(daemon: Daemon, tmp_path_factory) -> AirflowEnv:
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
         "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(),
         "REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE,
+        # `dags test` runs triggers inline: the scheduler race the delay guards against can't happen
+        "REMOTE_DOCKER_MIN_DEFERRED_SECONDS": "0",
         "REMOTE_DOCKER_TEST_URL": daemon.url,
         "REMOTE_DOCKER_TEST_CERTS": str(daemon.client_dir),
         "AIRFLOW_CONN_RD_UNREACHABLE": json.dumps({"conn_type": "remote_docker", "host": f"tcp://127.0.0.1:{closed_port()}",

@@ -58,3 +58,11 @@ def test_template_fields_match_the_official_operator() -> None:
 def test_hook_params_reach_the_trigger_unchanged() -> None:
     operator = make(docker_url="tcp://d:2376", tls_ca_cert="/c/ca.pem", tls_hostname="docker", timeout=5)
     assert operator.hook_params == {"docker_url": "tcp://d:2376", "tls_ca_cert": "/c/ca.pem", "tls_hostname": "docker", "timeout": 5}
+
+
+def test_min_deferred_seconds_default_and_environment(monkeypatch) -> None:
+    monkeypatch.delenv("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", raising=False)
+    assert make().min_deferred_seconds == 10.0
+    monkeypatch.setenv("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", "0")
+    assert make().min_deferred_seconds == 0.0
+    assert make(min_deferred_seconds=3).min_deferred_seconds == 3

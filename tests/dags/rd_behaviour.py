@@ -25,7 +25,7 @@ def sh(task_id: str, script: str, **kwargs) -> RemoteDockerOperator:
                                 command=["sh", "-c", script], **kwargs)
 
 
-with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False, default_args={"min_deferred_seconds": 0},
+with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False,
          params={"greeting": "hello"}, template_searchpath=[str(HERE)]):
     sh("interleaved", "for i in 1 2 3 4 5 6 7 8 9 10; do echo out$i; echo err$i >&2; done; echo last-out; echo last-err >&2")
     sh("xcom_all", "echo a; echo b >&2; echo c", xcom_all=True)
@@ -80,7 +80,7 @@ with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
        docker_url=os.environ.get("REMOTE_DOCKER_TEST_URL", "tcp://127.0.0.1:1"), tls_ca_cert=f"{certs}/ca.pem",
        tls_client_cert=f"{certs}/cert.pem", tls_client_key=f"{certs}/key.pem", tls_hostname="docker")
 
-with DAG("rd_gone", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False, default_args={"min_deferred_seconds": 0}):
+with DAG("rd_gone", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
     sh("victim", "echo waiting-to-be-removed; sleep 60")
 
 

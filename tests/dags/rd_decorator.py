@@ -12,7 +12,7 @@ CLOUDPICKLE = os.environ.get("REMOTE_DOCKER_TEST_CLOUDPICKLE_IMAGE", "rd-test/py
 BUSYBOX = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
 COMMON = {"network_mode": "none", "auto_remove": "force"}
 
-with DAG("rd_decorator", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False, default_args={"min_deferred_seconds": 0}):
+with DAG("rd_decorator", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
 
     @task.remote_docker(image=PYTHON, **COMMON)
     def transform(rows: list[dict], factor: int = 2) -> dict:

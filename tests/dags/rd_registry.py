@@ -12,7 +12,7 @@ from remote_docker.operators import RemoteDockerOperator
 REGISTRY = os.environ.get("REMOTE_DOCKER_TEST_REGISTRY", "127.0.0.1:5000")
 IMAGE = f"{REGISTRY}/rd/busybox:1"
 
-with DAG("rd_registry", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False, default_args={"min_deferred_seconds": 0}):
+with DAG("rd_registry", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
     pulled = RemoteDockerOperator(task_id="pull_private", image=IMAGE, docker_conn_id="test_registry",
                                   network_mode="none", command="echo pulled-and-ran", auto_remove="force")
     forced = RemoteDockerOperator(task_id="force_pull", image=IMAGE, docker_conn_id="test_registry", force_pull=True,
