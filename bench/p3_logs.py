@@ -9,7 +9,7 @@ content: all N present, in order, none merged or split. RSS is sampled while the
 from __future__ import annotations
 
 import asyncio
-import logging
+import json
 import time
 from pathlib import Path
 
@@ -36,26 +36,26 @@ def make_container(daemon: Daemon, lines: int) -> tuple[str, float]:
 
 
 def trigger_read(daemon: Daemon, container_id: str, out: Path) -> tuple[float, float, float]:
-    logger = logging.getLogger("remote_docker.triggers.ContainerTrigger")
-    handler = logging.FileHandler(out, mode="w")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
+    """The trigger's lines rendered as JSON lines into a file, as the triggerer writes trigger logs."""
+    import structlog
+
     hook = {"docker_url": daemon.url, **{f"tls_{k}": v for k, v in daemon.extras().items()}}
-    trigger = ContainerTrigger(container_id, None, hook_params=hook)
+    with out.open("w") as handle:
+        structlog.configure(
+            processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+                        structlog.processors.JSONRenderer()],
+            logger_factory=structlog.WriteLoggerFactory(file=handle), cache_logger_on_first_use=False)
+        trigger = ContainerTrigger(container_id, None, hook_params=hook)
 
-    async def go() -> dict:
-        async for event in trigger.run():
-            return event.payload
-        raise RuntimeError("no event")
+        async def go() -> dict:
+            async for event in trigger.run():
+                return event.payload
+            raise RuntimeError("no event")
 
-    with PeakRSS() as sampler:
-        started = time.monotonic()
-        event = asyncio.run(go())
-        seconds = time.monotonic() - started
-    handler.close()
-    logger.removeHandler(handler)
+        with PeakRSS() as sampler:
+            started = time.monotonic()
+            event = asyncio.run(go())
+            seconds = time.monotonic() - started
     assert event["status"] == "exited", event
     return seconds, sampler.start_rss, sampler.peak
 
@@ -80,7 +80,11 @@ def raw_read(daemon: Daemon, container_id: str, out: Path) -> float:
 def check(out: Path, lines: int) -> dict:
     expected, bad = 1, 0
     with out.open() as handle:
-        for line in handle:
+        for raw in handle:
+            record = json.loads(raw)
+            if record.get("level") != "info":
+                continue
+            line = record["event"] + "\n"
             number, _, pad = line.rstrip("\n").partition(" ")
             if len(line) != LINE or not number.isdigit() or int(number) != expected or set(pad) != {"x"}:
                 bad += 1

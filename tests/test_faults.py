@@ -1,0 +1,153 @@
+"""Faults while a container is watched: the connection to the daemon cut mid-stream.
+
+The real ContainerTrigger, the real daemon over mutual TLS, and a TCP proxy on 127.0.0.1
+between them that the test cuts: every connection dropped and new ones refused for a few
+seconds, while the container keeps printing numbered lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import structlog
+import structlog.testing
+from conftest import BUSYBOX_IMAGE, Daemon
+
+from remote_docker.triggers import ContainerTrigger
+
+
+class CuttableProxy:
+    """Forwards 127.0.0.1:<port> to the daemon; ``cut(seconds)`` drops everything and refuses for a while."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.cut_until = 0.0
+        self.cuts = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if time.monotonic() < self.cut_until:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self, seconds: float) -> None:
+        self.cuts += 1
+        self.cut_until = time.monotonic() + seconds
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self._server.close()
+
+
+class Lines:
+    """The trigger's log events (Airflow 3 logs through structlog), as (level, text)."""
+
+    def __init__(self, entries: list[dict]) -> None:
+        self.entries = entries
+
+    @property
+    def records(self) -> list[tuple[str, str]]:
+        return [(e.get("log_level", "").upper(), e.get("event", "")) for e in self.entries]
+
+
+@pytest.fixture
+def captured() -> Lines:
+    with structlog.testing.capture_logs() as entries:
+        yield Lines(entries)
+
+
+def test_stream_resumes_after_the_connection_is_cut(daemon: Daemon, captured: Lines) -> None:
+    client = daemon.client()
+    lines = 120
+    script = f"i=1; while [ $i -le {lines} ]; do echo line-$i; [ $((i % 10)) = 0 ] && echo err-$i >&2; sleep 0.05; i=$((i+1)); done"
+    body = {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", script], "HostConfig": {"NetworkMode": "none"}}
+    container_id = client.api.create_container_from_config(body)["Id"]
+
+    async def scenario() -> dict:
+        proxy = CuttableProxy(daemon.port)
+        await proxy.start()
+        hook_params = {"docker_url": f"tcp://127.0.0.1:{proxy.port}",
+                       **{f"tls_{key}": value for key, value in daemon.extras().items()}}
+        trigger = ContainerTrigger(container_id, None, hook_params=hook_params, daemon_lost_timeout=30)
+        client.api.start(container_id)
+
+        async def cutter() -> None:
+            await asyncio.sleep(1.5)
+            proxy.cut(3.0)  # mid-stream: the container keeps writing while we can't read
+            await asyncio.sleep(1.0)
+            proxy.cut(0.5)  # and once more, right after reconnecting
+
+        cutting = asyncio.create_task(cutter())
+        try:
+            async for event in trigger.run():
+                return event.payload
+        finally:
+            await cutting
+            await proxy.close()
+        raise AssertionError("no event")
+
+    try:
+        event = asyncio.run(scenario())
+    finally:
+        client.api.remove_container(container_id, force=True)
+        client.close()
+    stdout = [text for level, text in captured.records if level == "INFO"]
+    stderr = [text for level, text in captured.records if level == "WARNING" and text.startswith("err-")]
+    assert event["status"] == "exited" and event["exit_code"] == 0
+    assert stdout == [f"line-{i}" for i in range(1, lines + 1)], "every line once, in order, across two cuts"
+    assert stderr == [f"err-{i}" for i in range(10, lines + 1, 10)]
+    lost = [text for level, text in captured.records if text.startswith("Lost the daemon")]
+    assert lost, "the cut was noticed and reported"
+
+
+@pytest.mark.timeout(120)
+def test_daemon_gone_for_good_gives_one_clear_error(daemon: Daemon, captured: Lines) -> None:
+    client = daemon.client()
+    body = {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", "echo up; sleep 30"], "HostConfig": {"NetworkMode": "none"}}
+    container_id = client.api.create_container_from_config(body)["Id"]
+    client.api.start(container_id)
+
+    async def scenario() -> dict:
+        proxy = CuttableProxy(daemon.port)
+        await proxy.start()
+        hook_params = {"docker_url": f"tcp://127.0.0.1:{proxy.port}",
+                       **{f"tls_{key}": value for key, value in daemon.extras().items()}}
+        trigger = ContainerTrigger(container_id, None, hook_params=hook_params, daemon_lost_timeout=3)
+        asyncio.get_running_loop().call_later(1.0, proxy.cut, 3600)
+        async for event in trigger.run():
+            await proxy.close()
+            return event.payload
+        raise AssertionError("no event")
+
+    try:
+        event = asyncio.run(scenario())
+    finally:
+        client.api.remove_container(container_id, force=True)
+        client.close()
+    assert event["status"] == "error"
+    assert event["message"].startswith("reading https://127.0.0.1:")
+    assert event["message"].endswith("(gave up after 3s)")
+    assert "\n" not in event["message"]
