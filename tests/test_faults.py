@@ -54,7 +54,7 @@ class CuttableProxy:
 
     def cut(self, seconds: float) -> None:
         self.cuts += 1
-        self.cut_until = time.monotonic() + seconds
+        self.cut_until = max(self.cut_until, time.monotonic() + seconds)
         for writer in list(self._writers):
             writer.transport.abort()
 
@@ -79,10 +79,10 @@ def captured() -> Lines:
         yield Lines(entries)
 
 
-def test_stream_resumes_after_the_connection_is_cut(daemon: Daemon, captured: Lines) -> None:
+def watch_through_proxy(daemon: Daemon, script: str, cuts: list[tuple[float, float]], daemon_lost_timeout: float) -> dict:
+    """Start a container running ``script`` and watch it with the real trigger through a proxy,
+    which is cut at each ``(after seconds, for seconds)``; returns the trigger's event."""
     client = daemon.client()
-    lines = 120
-    script = f"i=1; while [ $i -le {lines} ]; do echo line-$i; [ $((i % 10)) = 0 ] && echo err-$i >&2; sleep 0.05; i=$((i+1)); done"
     body = {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", script], "HostConfig": {"NetworkMode": "none"}}
     container_id = client.api.create_container_from_config(body)["Id"]
 
@@ -91,29 +91,29 @@ def test_stream_resumes_after_the_connection_is_cut(daemon: Daemon, captured: Li
         await proxy.start()
         hook_params = {"docker_url": f"tcp://127.0.0.1:{proxy.port}",
                        **{f"tls_{key}": value for key, value in daemon.extras().items()}}
-        trigger = ContainerTrigger(container_id, None, hook_params=hook_params, daemon_lost_timeout=30)
+        trigger = ContainerTrigger(container_id, None, hook_params=hook_params, daemon_lost_timeout=daemon_lost_timeout)
         client.api.start(container_id)
-
-        async def cutter() -> None:
-            await asyncio.sleep(1.5)
-            proxy.cut(3.0)  # mid-stream: the container keeps writing while we can't read
-            await asyncio.sleep(1.0)
-            proxy.cut(0.5)  # and once more, right after reconnecting
-
-        cutting = asyncio.create_task(cutter())
+        for after, seconds in cuts:
+            asyncio.get_running_loop().call_later(after, proxy.cut, seconds)
         try:
             async for event in trigger.run():
                 return event.payload
         finally:
-            await cutting
             await proxy.close()
         raise AssertionError("no event")
 
     try:
-        event = asyncio.run(scenario())
+        return asyncio.run(scenario())
     finally:
         client.api.remove_container(container_id, force=True)
         client.close()
+
+
+def test_stream_resumes_after_the_connection_is_cut(daemon: Daemon, captured: Lines) -> None:
+    lines = 120
+    script = f"i=1; while [ $i -le {lines} ]; do echo line-$i; [ $((i % 10)) = 0 ] && echo err-$i >&2; sleep 0.05; i=$((i+1)); done"
+    # mid-stream: the container keeps writing while we can't read; then once more right after reconnecting
+    event = watch_through_proxy(daemon, script, cuts=[(1.5, 3.0), (5.5, 0.5)], daemon_lost_timeout=30)
     stdout = [text for level, text in captured.records if level == "INFO"]
     stderr = [text for level, text in captured.records if level == "WARNING" and text.startswith("err-")]
     assert event["status"] == "exited" and event["exit_code"] == 0
@@ -125,28 +125,7 @@ def test_stream_resumes_after_the_connection_is_cut(daemon: Daemon, captured: Li
 
 @pytest.mark.timeout(120)
 def test_daemon_gone_for_good_gives_one_clear_error(daemon: Daemon, captured: Lines) -> None:
-    client = daemon.client()
-    body = {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", "echo up; sleep 30"], "HostConfig": {"NetworkMode": "none"}}
-    container_id = client.api.create_container_from_config(body)["Id"]
-    client.api.start(container_id)
-
-    async def scenario() -> dict:
-        proxy = CuttableProxy(daemon.port)
-        await proxy.start()
-        hook_params = {"docker_url": f"tcp://127.0.0.1:{proxy.port}",
-                       **{f"tls_{key}": value for key, value in daemon.extras().items()}}
-        trigger = ContainerTrigger(container_id, None, hook_params=hook_params, daemon_lost_timeout=3)
-        asyncio.get_running_loop().call_later(1.0, proxy.cut, 3600)
-        async for event in trigger.run():
-            await proxy.close()
-            return event.payload
-        raise AssertionError("no event")
-
-    try:
-        event = asyncio.run(scenario())
-    finally:
-        client.api.remove_container(container_id, force=True)
-        client.close()
+    event = watch_through_proxy(daemon, "echo up; sleep 30", cuts=[(1.0, 3600)], daemon_lost_timeout=3)
     assert event["status"] == "error"
     assert event["message"].startswith("reading https://127.0.0.1:")
     assert event["message"].endswith("(gave up after 3s)")
