@@ -86,6 +86,14 @@ def test_cloudpickle_missing_in_image(run: DagRunResult) -> None:
         "the container's Python 3.11.2 can't import cloudpickle; install it in the image or use serializer='pickle'")
 
 
+def test_arguments_the_container_cannot_read(run: DagRunResult) -> None:
+    # the same path as a pickle from a newer Python: the container fails to load the arguments
+    assert run["unreadable_argument"].state == "failed"
+    message = error_line(run, "unreadable_argument")
+    assert message.startswith("the container's Python 3.11.2 can't read the arguments written with pickle by the worker's Python")
+    assert message.endswith("use an image with a matching Python, or serializer='json'")
+
+
 def test_image_without_python(run: DagRunResult) -> None:
     assert run["no_python"].state == "failed"
     message = error_line(run, "no_python")

@@ -7,10 +7,13 @@ import os
 
 from airflow.sdk import DAG, task
 
+from remote_docker.spec import ContainerSpec
+
 PYTHON = os.environ.get("REMOTE_DOCKER_TEST_PYTHON_IMAGE", "rd-test/python:3.11")
 CLOUDPICKLE = os.environ.get("REMOTE_DOCKER_TEST_CLOUDPICKLE_IMAGE", "rd-test/python-cloudpickle:3.11")
 BUSYBOX = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
 COMMON = {"network_mode": "none", "auto_remove": "force"}
+
 
 with DAG("rd_decorator", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
 
@@ -80,6 +83,10 @@ with DAG("rd_decorator", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
 
         return os.getuid()
 
+    @task.remote_docker(image=PYTHON, **COMMON)
+    def unreadable_argument(value) -> str:
+        return "never"
+
     @task.remote_docker(image=PYTHON, serializer="json", **COMMON)
     def templated(greeting: str) -> str:
         return greeting.upper()
@@ -97,3 +104,5 @@ with DAG("rd_decorator", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
     unserializable_result()
     as_nobody()
     templated("{{ run_id }}")
+    # remote_docker is importable on the worker, not in the image: the container can't unpickle it
+    unreadable_argument(ContainerSpec(image="x"))
