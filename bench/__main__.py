@@ -124,7 +124,7 @@ def charts(results: dict) -> None:
         rows = results["p2"]["figures"]["rows"]
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
         for shared, style in ((True, "o-"), (False, "s--")):
-            picked = sorted((r for r in rows if r["shared_client"] == shared), key=lambda r: r["n"])
+            picked = sorted((r for r in rows if r["shared_client"] == shared and not r.get("invalid")), key=lambda r: r["n"])
             if not picked:
                 continue
             label = "shared client" if shared else "client per trigger"
