@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 STDOUT, STDERR = 1, 2
-STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 _HEADER = struct.Struct(">BxxxL")
 
 
@@ -168,9 +167,6 @@ class LineSplitter:
             if buffer:
                 yield stream, decode_line(buffer)
                 buffer.clear()
-
-    def pending_bytes(self) -> int:
-        return sum(len(b) for b in self._partial.values())
 
 
 def decode_line(raw: bytes | bytearray) -> str:

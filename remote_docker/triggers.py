@@ -250,15 +250,15 @@ class ContainerTrigger(BaseTrigger):
             self._emit(watch, stream, line)
 
     def _emit(self, watch: _Watch, stream: int, line: str, whole: bool = True) -> None:
+        name = "stderr" if stream == STDERR else "stdout"  # a TTY's single stream counts as stdout
+        watch.counts[name] += 1
+        watch.tail.append((name, line[:2000]))
         if stream == STDERR:
-            watch.counts["stderr"] += 1
             self.log.warning("%s", line)
         else:
-            watch.counts["stdout"] += 1
             watch.last_stdout = line
             watch.last_stdout_whole = whole
             self.log.info("%s", line)
-        watch.tail.append(("stderr" if stream == STDERR else "stdout", line[:2000]))
 
     async def _state(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict | None:
         """The container's State, retrying while the daemon is unreachable; None if it is gone."""
