@@ -19,6 +19,7 @@ import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 STDOUT, STDERR = 1, 2
 _HEADER = struct.Struct(">BxxxL")
@@ -143,6 +144,12 @@ def split_timestamp(payload: bytes) -> tuple[str | None, bytes]:
     return None, payload
 
 
+class Line(NamedTuple):
+    stream: int
+    text: str
+    continues: bool = False  # a piece of an over-long line; the next piece of this stream follows
+
+
 @dataclass
 class LineSplitter:
     """Per-stream line assembly; holds a partial line until its newline (or ``flush``)."""
@@ -150,23 +157,37 @@ class LineSplitter:
     max_line_bytes: int | None = None  # beyond this a line is emitted in pieces, never lost
     _partial: dict[int, bytearray] = field(default_factory=dict)
 
-    def feed(self, stream: int, payload: bytes) -> Iterator[tuple[int, str]]:
+    def feed(self, stream: int, payload: bytes) -> Iterator[Line]:
         buffer = self._partial.setdefault(stream, bytearray())
         buffer += payload
+        limit = self.max_line_bytes
         start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            yield stream, decode_line(buffer[start:end])
+        while True:
+            end = buffer.find(b"\n", start)
+            stop = len(buffer) if end < 0 else end
+            while limit and stop - start > limit:
+                cut = _char_boundary(buffer, start + limit, start)
+                yield Line(stream, bytes(buffer[start:cut]).decode("utf-8", errors="replace"), continues=True)
+                start = cut
+            if end < 0:
+                break
+            yield Line(stream, decode_line(buffer[start:end]))
             start = end + 1
         del buffer[:start]
-        if self.max_line_bytes and len(buffer) >= self.max_line_bytes:
-            yield stream, decode_line(buffer)
-            buffer.clear()
 
-    def flush(self) -> Iterator[tuple[int, str]]:
+    def flush(self) -> Iterator[Line]:
         for stream, buffer in self._partial.items():
             if buffer:
-                yield stream, decode_line(buffer)
+                yield Line(stream, decode_line(buffer))
                 buffer.clear()
+
+
+def _char_boundary(data: bytearray, cut: int, floor: int) -> int:
+    """The largest cut ≤ ``cut`` that doesn't split a UTF-8 character (``cut`` itself if the bytes aren't UTF-8)."""
+    for candidate in range(cut, max(cut - 3, floor + 1) - 1, -1):
+        if data[candidate] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+            return candidate
+    return cut
 
 
 def decode_line(raw: bytes | bytearray) -> str:
@@ -179,6 +200,6 @@ def decode_line(raw: bytes | bytearray) -> str:
 def split_lines(chunks: Iterable[bytes]) -> list[str]:
     """All lines of one plain (already demultiplexed) stream."""
     splitter = LineSplitter()
-    lines = [line for chunk in chunks for _, line in splitter.feed(STDOUT, chunk)]
-    lines += [line for _, line in splitter.flush()]
+    lines = [line.text for chunk in chunks for line in splitter.feed(STDOUT, chunk)]
+    lines += [line.text for line in splitter.flush()]
     return lines

@@ -36,7 +36,7 @@ from remote_docker.hook import HOOK_OVERRIDES, RemoteDockerHook
 from remote_docker.logs import split_lines
 from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS, OutputError, decode, extract_single_file
 from remote_docker.spec import LABEL_PREFIX, ContainerSpec, SpecError, files_archive, task_labels
-from remote_docker.triggers import ContainerTrigger
+from remote_docker.triggers import CHECKPOINT_KEY, ContainerTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -276,7 +276,7 @@ class RemoteDockerOperator(BaseOperator):
             tty=self.tty,
             stop_timeout=self.stop_timeout,
             poll_interval=self.poll_interval,
-            secrets=[str(v) for v in self._private_environment.values() if str(v)],
+            secret_env=sorted(self._private_environment),
         )
         if self.deferrable:
             self.log.info("Deferring while container %s runs; its output follows in this log.", self.container_id[:12])
@@ -487,6 +487,8 @@ class RemoteDockerOperator(BaseOperator):
         """Back on a worker: judge the container by a fresh inspect, collect the result, clean up."""
         self._mask_private_environment()
         container_id = self.container_id = event["container_id"]
+        if event.get("checkpointed"):
+            self._drop_log_checkpoint(context)
         succeeded = False
         try:
             status = event["status"]
@@ -510,6 +512,8 @@ class RemoteDockerOperator(BaseOperator):
             exit_code = state.get("ExitCode")
             if exit_code in self.skip_on_exit_code:
                 raise AirflowSkipException(f"container {container_id[:12]} exited with code {exit_code}, listed in skip_on_exit_code")
+            if exit_code != 0 and event.get("ended_while_unreachable"):
+                raise AirflowException(self._daemon_restart_line(container_id, exit_code, event["ended_while_unreachable"]))
             if exit_code != 0:
                 oom = ", OOMKilled: it ran out of memory (raise mem_limit)" if state.get("OOMKilled") else ""
                 raise AirflowException(
@@ -520,6 +524,28 @@ class RemoteDockerOperator(BaseOperator):
             return result
         finally:
             self._clean_up(container_id, succeeded)
+
+    def _daemon_restart_line(self, container_id: str, exit_code: int, outage: list[float]) -> str:
+        began, ended = (dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%H:%M:%S") if t else "?" for t in outage)
+        try:
+            live_restore = self._daemon_call("asking", self.api.info).get("LiveRestoreEnabled")
+        except (docker.errors.DockerException, DaemonError):
+            live_restore = None
+        why = {False: "live-restore is off there, so a daemon restart stops every container",
+               True: "the daemon was restarted or its containers stopped"}.get(live_restore, "the daemon was restarted")
+        return (f"container {container_id[:12]} ({self.image}) stopped with code {exit_code} while the daemon at "
+                f"{self.hook.config.url} was unreachable ({began}-{ended} UTC): {why}; a retry starts a fresh "
+                "container (enable live-restore in the daemon's config to keep containers running across restarts)")
+
+    def _drop_log_checkpoint(self, context: Context) -> None:
+        """The trigger's log checkpoint (an XCom of this task instance) has served its purpose."""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        ti = context["ti"]
+        try:
+            XCom.delete(key=CHECKPOINT_KEY, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
+        except Exception as err:  # it only costs a stray XCom
+            self.log.debug("Could not delete the log checkpoint XCom: %s", err)
 
     @staticmethod
     def _tail_text(event: dict) -> str:

@@ -24,7 +24,16 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from remote_docker.connection import DaemonConfig, DaemonConfigError
 from remote_docker.errors import explain
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.logs import STDERR, STDOUT, FrameDecoder, LineSplitter, LogCursor, split_timestamp
+from remote_docker.logs import (
+    STDERR,
+    STDOUT,
+    FrameDecoder,
+    Line,
+    LineSplitter,
+    LogCursor,
+    rfc3339_to_unix,
+    split_timestamp,
+)
 
 
 class _DaemonLost(Exception):
@@ -37,6 +46,12 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 # a longer one is re-read by the worker from the daemon.
 MAX_EVENT_LINE_BYTES = 1024 * 1024
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+# XCom key (of the task instance itself) where a running trigger records how far it has logged,
+# so a trigger started after a triggerer crash or hand-over resumes there instead of at the start.
+CHECKPOINT_KEY = "remote_docker_log_checkpoint"
+# A checkpoint is written this long after the cursor it records was taken, so every line it
+# covers has certainly reached the log before a crash could lose it.
+CHECKPOINT_LAG = 2.0
 
 
 def _is_gone(err: BaseException) -> bool:
@@ -48,6 +63,66 @@ def _is_connection_error(err: BaseException) -> bool:
     return isinstance(err, _CONNECTION_ERRORS) or (isinstance(err, aiodocker.DockerError) and err.status == 900)
 
 
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Checkpoints:
+    """The trigger's log cursor, saved as an XCom of its own task instance.
+
+    Trigger kwargs are fixed at deferral, so this is where a trigger leaves word for the one
+    that replaces it. The worker deletes it when the task resumes; a new try starts without it.
+    """
+
+    def __init__(self, task_instance: Any, log: Any) -> None:
+        self.ti = task_instance
+        self.log = log
+        self.broken = False
+        self.saved = False
+
+    @classmethod
+    def for_trigger(cls, trigger: ContainerTrigger) -> _Checkpoints | None:
+        task_instance = getattr(trigger, "task_instance", None)  # set by the triggerer; absent when run inline
+        if not trigger.checkpoint_interval or task_instance is None:
+            return None
+        return cls(task_instance, trigger.log)
+
+    def _where(self) -> dict[str, Any]:
+        ti = self.ti
+        return {"key": CHECKPOINT_KEY, "dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+
+    async def load(self) -> dict | None:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        try:
+            saved = await XCom.aget_one(**self._where())
+        except Exception as err:  # checkpoints are an aid: without one the log is replayed from the start
+            self._broken(err)
+            return None
+        return saved if isinstance(saved, dict) else None
+
+    async def save(self, container_id: str, cursor: dict, counts: dict[str, int]) -> bool:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        if self.broken:
+            return False
+        try:
+            await XCom.aset(value={"container_id": container_id, "cursor": cursor, "lines": counts}, **self._where())
+            self.saved = True
+            return True
+        except Exception as err:
+            self._broken(err)
+            return False
+
+    def _broken(self, err: Exception) -> None:
+        if not self.broken:
+            self.broken = True
+            self.log.warning("Can't keep log checkpoints (%s); after a triggerer restart this log would be replayed "
+                             "from the start.", err)
+
+
 @dataclass
 class _Watch:
     """What one run of the trigger has seen so far."""
@@ -57,8 +132,18 @@ class _Watch:
     tail: deque = field(default_factory=lambda: deque(maxlen=20))
     last_stdout: str | None = None
     last_stdout_whole: bool = True
+    last_stdout_private: bool = False
+    last_stdout_unknown: bool = False  # resumed at a checkpoint and no stdout line since
     counts: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
-    unreachable_since: float | None = None
+    in_long_line: set[int] = field(default_factory=set)  # streams in the middle of an over-long line
+    secrets: list[str] | None = None  # private_environment values, read from the container itself
+    unreachable_since: float | None = None  # monotonic
+    outages: list[list[float]] = field(default_factory=list)  # [began, ended] wall times, daemon unreachable
+
+    def reachable(self) -> None:
+        if self.unreachable_since is not None:
+            self.unreachable_since = None
+            self.outages[-1][1] = time.time()
 
 
 class ContainerTrigger(BaseTrigger):
@@ -73,8 +158,10 @@ class ContainerTrigger(BaseTrigger):
     :param poll_interval: seconds between state checks when no log stream can be followed.
     :param daemon_lost_timeout: give up after the daemon has been unreachable this long.
     :param not_before: UNIX time before which no event is fired (see the operator's ``min_deferred_seconds``).
-    :param secrets: values to mask in the log (``private_environment``); the triggerer is another
-        process, so the worker's masks don't reach it. Trigger kwargs are encrypted at rest.
+    :param secret_env: names of ``private_environment`` variables. Their values are read from the
+        container and masked in the log and the event; they are never part of the trigger's kwargs.
+    :param checkpoint_interval: seconds between log checkpoints (an XCom of the task instance), so a
+        trigger restarted elsewhere repeats at most this much (+ ``CHECKPOINT_LAG``) of the log; 0: none.
     """
 
     def __init__(
@@ -90,7 +177,8 @@ class ContainerTrigger(BaseTrigger):
         daemon_lost_timeout: float = 300.0,
         tail_lines: int = 20,
         not_before: float | None = None,
-        secrets: list[str] | None = None,
+        secret_env: list[str] | None = None,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         super().__init__()
         self.container_id = container_id
@@ -104,7 +192,8 @@ class ContainerTrigger(BaseTrigger):
         self.daemon_lost_timeout = daemon_lost_timeout
         self.tail_lines = tail_lines
         self.not_before = not_before
-        self.secrets = list(secrets or [])
+        self.secret_env = list(secret_env or [])
+        self.checkpoint_interval = checkpoint_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -121,7 +210,8 @@ class ContainerTrigger(BaseTrigger):
                 "daemon_lost_timeout": self.daemon_lost_timeout,
                 "tail_lines": self.tail_lines,
                 "not_before": self.not_before,
-                "secrets": self.secrets,
+                "secret_env": self.secret_env,
+                "checkpoint_interval": self.checkpoint_interval,
             },
         )
 
@@ -131,12 +221,6 @@ class ContainerTrigger(BaseTrigger):
     # ------------------------------------------------------------------ run
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        if self.secrets:
-            # async variant: the sync one can deadlock talking to the triggerer's supervisor
-            from airflow.sdk.log import amask_secret
-
-            for secret in self.secrets:
-                await amask_secret(secret)
         hook = self._hook()
         try:
             config = await hook.aconfig()
@@ -144,29 +228,71 @@ class ContainerTrigger(BaseTrigger):
             yield TriggerEvent(self._event("error", message=str(err)))
             return
         watch = _Watch(cursor=LogCursor.from_dict(self.log_cursor), tail=deque(maxlen=self.tail_lines))
-        async with hook.async_client() as docker:
-            remaining = None if self.deadline is None else self.deadline - time.time()
-            event: dict | None = None
-            try:
-                with anyio.move_on_after(remaining) as deadline_scope:
-                    event = await self._watch(docker, config, watch)
-                if deadline_scope.cancelled_caught:
-                    event = await self._on_deadline(docker, config, watch)
-            except _DaemonLost as err:
-                self._flush(watch)
-                event = self._event("error", message=f"{err} (gave up after {self.daemon_lost_timeout:g}s)",
-                                    **self._log_summary(watch))
+        checkpoints = _Checkpoints.for_trigger(self)
+        checkpointing = None
+        if checkpoints:
+            await self._resume_from_checkpoint(checkpoints, watch)
+            checkpointing = asyncio.create_task(self._keep_checkpointing(checkpoints, watch))
+        try:
+            async with hook.async_client() as docker:
+                remaining = None if self.deadline is None else self.deadline - time.time()
+                event: dict | None = None
+                try:
+                    with anyio.move_on_after(remaining) as deadline_scope:
+                        event = await self._watch(docker, config, watch)
+                    if deadline_scope.cancelled_caught:
+                        event = await self._on_deadline(docker, config, watch)
+                except _DaemonLost as err:
+                    self._flush(watch)
+                    event = self._event("error", message=f"{err} (gave up after {self.daemon_lost_timeout:g}s)",
+                                        **self._log_summary(watch))
+        finally:
+            if checkpointing:
+                checkpointing.cancel()
+        event["checkpointed"] = bool(checkpoints and checkpoints.saved)  # the worker then deletes the XCom
         if self.not_before and (early := self.not_before - time.time()) > 0:
             # Airflow 3.3 can fail a task whose trigger fires right after deferral: the scheduler may
             # drain the worker's stale defer-exit event after the resumed try started (apache/airflow#72716).
             await asyncio.sleep(early)
         yield TriggerEvent(event)
 
+    async def _resume_from_checkpoint(self, checkpoints: _Checkpoints, watch: _Watch) -> None:
+        saved = await checkpoints.load()
+        if saved and saved.get("container_id") == self.container_id:
+            watch.cursor = LogCursor.from_dict(saved["cursor"])
+            watch.counts.update(saved.get("lines") or {})
+            watch.last_stdout_unknown = True
+            self.log.warning(
+                "--- remote-docker: a new triggerer resumes this log at its checkpoint; lines the container wrote "
+                "after %s may appear twice (up to %gs of them) ---",
+                watch.cursor.since or "its start", self.checkpoint_interval + CHECKPOINT_LAG,
+            )
+        else:
+            # a first checkpoint at once, so a successor knows it resumes (and says so) even if we die early
+            await checkpoints.save(self.container_id, watch.cursor.to_dict(), watch.counts)
+
+    async def _keep_checkpointing(self, checkpoints: _Checkpoints, watch: _Watch) -> None:
+        saved_since = watch.cursor.since
+        while True:
+            await asyncio.sleep(max(self.checkpoint_interval - CHECKPOINT_LAG, 0.5))
+            cursor, counts = watch.cursor.to_dict(), dict(watch.counts)
+            if cursor["since"] == saved_since:
+                continue
+            await asyncio.sleep(CHECKPOINT_LAG)
+            if not await checkpoints.save(self.container_id, cursor, counts):
+                return
+            saved_since = cursor["since"]
+
     async def _watch(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict:
         """Follow the log until the container ends; a dropped stream is resumed, never taken as an exit."""
         logs_readable = True
         log_errors = 0
         while True:
+            if self.secret_env and watch.secrets is None:
+                info = await self._inspect(docker, config, watch)
+                if info is None:
+                    return self._gone(watch)
+                await self._mask_secrets(info, watch)
             if logs_readable:
                 try:
                     await self._read_logs(docker, config, watch, follow=True)
@@ -187,9 +313,10 @@ class ContainerTrigger(BaseTrigger):
                             logs_readable = False
                 except _CONNECTION_ERRORS as err:
                     await self._lost(config, watch, err)
-            state = await self._state(docker, config, watch)
-            if state is None:
+            info = await self._inspect(docker, config, watch)
+            if info is None:
                 return self._gone(watch)
+            state = info["State"]
             if state["Status"] in ("exited", "dead"):
                 if logs_readable:
                     # Under load a follow stream can end before the last entries arrive: read what is left.
@@ -201,6 +328,7 @@ class ContainerTrigger(BaseTrigger):
                     oom_killed=bool(state.get("OOMKilled")),
                     error=state.get("Error") or None,
                     finished_at=state.get("FinishedAt"),
+                    ended_while_unreachable=self._ended_while_unreachable(state, watch),
                     **self._log_summary(watch),
                 )
             # Still running (the stream dropped), not started yet, or paused: look again shortly.
@@ -217,7 +345,7 @@ class ContainerTrigger(BaseTrigger):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeout, sock_read=None if follow else config.timeout)
         # aiodocker's own log() drops the stdout/stderr marker, so read the raw stream.
         async with docker._query(f"containers/{self.container_id}/logs", params=params, timeout=timeout) as response:
-            watch.unreachable_since = None
+            watch.reachable()
             async for chunk in response.content.iter_any():
                 for stream, payload in decoder.feed(chunk):
                     self._entry(watch, stream, payload)
@@ -242,32 +370,45 @@ class ContainerTrigger(BaseTrigger):
         stamp, message = split_timestamp(payload)
         if stamp is not None and not watch.cursor.admit(stamp, stream):
             return
-        for line_stream, line in watch.splitter.feed(stream, message):
-            self._emit(watch, line_stream, line, whole=message.endswith(b"\n") or line_stream != stream)
+        for line in watch.splitter.feed(stream, message):
+            self._emit(watch, line)
 
     def _flush(self, watch: _Watch) -> None:
-        for stream, line in watch.splitter.flush():
-            self._emit(watch, stream, line)
+        for line in watch.splitter.flush():
+            self._emit(watch, line)
 
-    def _emit(self, watch: _Watch, stream: int, line: str, whole: bool = True) -> None:
-        name = "stderr" if stream == STDERR else "stdout"  # a TTY's single stream counts as stdout
-        watch.counts[name] += 1
-        watch.tail.append((name, line[:2000]))
-        if stream == STDERR:
-            self.log.warning("%s", line)
+    def _emit(self, watch: _Watch, line: Line) -> None:
+        name = "stderr" if line.stream == STDERR else "stdout"  # a TTY's single stream counts as stdout
+        piece = line.continues or line.stream in watch.in_long_line  # part of a line too long to log whole
+        if line.continues and line.stream not in watch.in_long_line:
+            watch.in_long_line.add(line.stream)
+            self.log.warning("The container wrote a %s line longer than %s bytes: it is logged in pieces of that size.",
+                             name, f"{MAX_LINE_BYTES:,}")
+        elif not line.continues:
+            watch.in_long_line.discard(line.stream)
+            watch.counts[name] += 1
+        text = line.text
+        if watch.secrets:
+            watch.tail.append((name, _redact(text[:2000], watch.secrets)))
         else:
-            watch.last_stdout = line
-            watch.last_stdout_whole = whole
-            self.log.info("%s", line)
+            watch.tail.append((name, text[:2000]))
+        if line.stream == STDERR:
+            self.log.warning("%s", text)
+        else:
+            watch.last_stdout = text
+            watch.last_stdout_whole = not piece
+            watch.last_stdout_unknown = False
+            watch.last_stdout_private = bool(watch.secrets) and any(secret in text for secret in watch.secrets)
+            self.log.info("%s", text)
 
-    async def _state(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict | None:
-        """The container's State, retrying while the daemon is unreachable; None if it is gone."""
+    async def _inspect(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict | None:
+        """The container's inspect data, retrying while the daemon is unreachable; None if it is gone."""
         while True:
             try:
                 info = await docker._query_json(f"containers/{self.container_id}/json",
                                                 timeout=aiohttp.ClientTimeout(total=config.timeout))
-                watch.unreachable_since = None
-                return info["State"]
+                watch.reachable()
+                return info
             except aiodocker.DockerError as err:
                 if _is_gone(err):
                     return None
@@ -277,11 +418,40 @@ class ContainerTrigger(BaseTrigger):
             except _CONNECTION_ERRORS as err:
                 await self._lost(config, watch, err)
 
+    async def _mask_secrets(self, info: dict, watch: _Watch) -> None:
+        """Mask the values of ``secret_env`` as the container has them; the triggerer never got them otherwise."""
+        # async variant: the sync one can deadlock talking to the triggerer's supervisor
+        from airflow.sdk.log import amask_secret
+
+        wanted = set(self.secret_env)
+        watch.secrets = []
+        for item in info.get("Config", {}).get("Env") or []:
+            name, _, value = item.partition("=")
+            if name in wanted and value:
+                watch.secrets.append(value)
+                await amask_secret(value, name)
+
+    @staticmethod
+    def _ended_while_unreachable(state: dict, watch: _Watch) -> list[float] | None:
+        """The outage ([began, ended] UNIX times) during which the container stopped, if it did."""
+        finished = state.get("FinishedAt") or ""
+        if not watch.outages or finished.startswith("0001"):
+            return None
+        try:
+            finished_at = float(rfc3339_to_unix(finished))
+        except ValueError:
+            return None
+        for began, ended in watch.outages:
+            if began - 2 <= finished_at <= (ended or time.time()) + 2:
+                return [began, ended]
+        return None
+
     async def _lost(self, config: DaemonConfig, watch: _Watch, err: BaseException) -> None:
         """Back off after a connection failure; give up after ``daemon_lost_timeout``."""
         now = time.monotonic()
         if watch.unreachable_since is None:
             watch.unreachable_since = now
+            watch.outages.append([time.time(), 0.0])
             self.log.warning("Lost the daemon (%s); resuming the log from where it stopped.", explain(err, config, "reading"))
         elif now - watch.unreachable_since > self.daemon_lost_timeout:
             raise _DaemonLost(explain(err, config, "reading"))
@@ -292,9 +462,13 @@ class ContainerTrigger(BaseTrigger):
     def _log_summary(self, watch: _Watch) -> dict:
         last = watch.last_stdout
         fits = last is None or len(last.encode("utf-8", errors="replace")) <= MAX_EVENT_LINE_BYTES
+        # Otherwise the worker reads the last line back from the daemon: it was too long or logged in
+        # pieces, holds a private_environment value (events are stored in clear), or was logged before
+        # a triggerer restart.
+        in_event = fits and watch.last_stdout_whole and not watch.last_stdout_private and not watch.last_stdout_unknown
         return {
-            "last_stdout_line": last if fits and watch.last_stdout_whole else None,
-            "last_line_in_event": fits and watch.last_stdout_whole,
+            "last_stdout_line": last if in_event else None,
+            "last_line_in_event": in_event,
             "tail": [list(item) for item in watch.tail],
             "lines": dict(watch.counts),
         }

@@ -8,6 +8,7 @@ from remote_docker.logs import (
     STDERR,
     STDOUT,
     FrameDecoder,
+    Line,
     LineSplitter,
     LogCursor,
     rfc3339_to_unix,
@@ -40,15 +41,15 @@ def test_lines_across_frames_per_stream() -> None:
     out += splitter.feed(STDOUT, b"par")
     out += splitter.feed(STDERR, b"err line\n")
     out += splitter.feed(STDOUT, b"tial\nnext")
-    assert out == [(STDERR, "err line"), (STDOUT, "partial")]
-    assert list(splitter.flush()) == [(STDOUT, "next")]
+    assert out == [Line(STDERR, "err line"), Line(STDOUT, "partial")]
+    assert list(splitter.flush()) == [Line(STDOUT, "next")]
 
 
 def test_multibyte_character_split_between_frames() -> None:
     splitter = LineSplitter()
     euro = "€".encode()
     out = list(splitter.feed(STDOUT, b"price " + euro[:1])) + list(splitter.feed(STDOUT, euro[1:] + b"5\n"))
-    assert out == [(STDOUT, "price €5")]
+    assert out == [Line(STDOUT, "price €5")]
 
 
 def test_invalid_utf8_replaced_and_crlf() -> None:
@@ -57,8 +58,16 @@ def test_invalid_utf8_replaced_and_crlf() -> None:
 
 def test_long_line_emitted_in_pieces_never_lost() -> None:
     splitter = LineSplitter(max_line_bytes=10)
-    pieces = list(splitter.feed(STDOUT, b"a" * 25)) + list(splitter.feed(STDOUT, b"\n"))
-    assert "".join(text for _, text in pieces) == "a" * 25
+    pieces = list(splitter.feed(STDOUT, b"a" * 25)) + list(splitter.feed(STDOUT, b"b\nc\n"))
+    assert [(p.text, p.continues) for p in pieces] == [("a" * 10, True), ("a" * 10, True), ("a" * 5 + "b", False), ("c", False)]
+
+
+def test_long_line_pieces_never_split_a_character() -> None:
+    splitter = LineSplitter(max_line_bytes=10)
+    text = "€" * 9  # 27 bytes: three-byte characters never fall on a 10-byte boundary
+    pieces = list(splitter.feed(STDOUT, text.encode() + b"\n"))
+    assert "".join(p.text for p in pieces) == text
+    assert all(len(p.text.encode()) <= 10 for p in pieces) and "\ufffd" not in "".join(p.text for p in pieces)
 
 
 def test_timestamps() -> None:
