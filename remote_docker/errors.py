@@ -33,7 +33,7 @@ def _causes(exc: BaseException, seen: set[int] | None = None) -> Iterator[BaseEx
 
 
 def _text(exc: BaseException) -> str:
-    return " ".join(str(c) for c in _causes(exc))
+    return " ".join(" ".join(str(c).split()) for c in _causes(exc))  # one line, whatever the causes hold
 
 
 def _peer_names(config: DaemonConfig) -> str:
@@ -82,6 +82,8 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
                 "or use http:// with \"tls\": false only for a plain socket proxy")
     if "client sent an http request to an https server" in lowered:
         return (f"{doing} {url}: that port speaks TLS; use tcp:// or https:// with ca_cert, client_cert and client_key")
+    if "payload is not completed" in lowered or "transfer length" in lowered:
+        return f"{doing} {url}: the daemon ended the response midway (restarted or stopped?)"
     if isinstance(exc, ssl.SSLError) or any(isinstance(c, ssl.SSLError) for c in causes):
         return f"{doing} {url}: TLS handshake failed ({text[:200]}); check the certificates with remote-docker check-certs"
     for cause in causes:

@@ -516,6 +516,8 @@ class RemoteDockerOperator(BaseOperator):
                 raise AirflowException(self._daemon_restart_line(container_id, exit_code, event["ended_while_unreachable"]))
             if exit_code != 0:
                 oom = ", OOMKilled: it ran out of memory (raise mem_limit)" if state.get("OOMKilled") else ""
+                if not oom and event.get("kill_signal"):
+                    oom = f", after a kill (signal {event['kill_signal']}) from outside the task: docker stop/kill on the daemon"
                 raise AirflowException(
                     f"container {container_id[:12]} ({self.image}) exited with code {exit_code}{oom}{self._tail_text(event)}"
                 )

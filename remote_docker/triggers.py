@@ -10,6 +10,7 @@ when a user marks or clears the task (``on_kill``, Airflow ≥ 3.3).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -46,6 +47,9 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 # a longer one is re-read by the worker from the daemon.
 MAX_EVENT_LINE_BYTES = 1024 * 1024
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+# How long a daemon may keep answering after it stopped a container as it shuts down: it waits
+# for every container's stop timeout (10 s by default) before it closes its API.
+SHUTDOWN_WATCH_SECONDS = 20.0
 # XCom key (of the task instance itself) where a running trigger records how far it has logged,
 # so a trigger started after a triggerer crash or hand-over resumes there instead of at the start.
 CHECKPOINT_KEY = "remote_docker_log_checkpoint"
@@ -322,12 +326,18 @@ class ContainerTrigger(BaseTrigger):
                     # Under load a follow stream can end before the last entries arrive: read what is left.
                     await self._read_logs_retrying(docker, config, watch)
                 self._flush(watch)
+                kill_signal = None
+                if state.get("ExitCode"):
+                    kill_signal = await self._kill_signal(docker, config, state)
+                    if kill_signal is not None:
+                        await self._sit_out_daemon_shutdown(docker, config, watch)
                 return self._event(
                     "exited",
                     exit_code=state.get("ExitCode"),
                     oom_killed=bool(state.get("OOMKilled")),
                     error=state.get("Error") or None,
                     finished_at=state.get("FinishedAt"),
+                    kill_signal=kill_signal,
                     ended_while_unreachable=self._ended_while_unreachable(state, watch),
                     **self._log_summary(watch),
                 )
@@ -431,6 +441,37 @@ class ContainerTrigger(BaseTrigger):
                 watch.secrets.append(value)
                 await amask_secret(value, name)
 
+    async def _kill_signal(self, docker: aiodocker.Docker, config: DaemonConfig, state: dict) -> str | None:
+        """The signal of the last ``kill`` the daemon recorded for the container (docker stop/kill, or the
+        daemon stopping it as it shuts down), if one ended it; None if it ended by itself."""
+        try:
+            since = rfc3339_to_unix(state["StartedAt"]).split(".")[0]
+            params = {"since": since, "until": str(int(time.time()) + 1),
+                      "filters": json.dumps({"container": [self.container_id], "event": ["kill"]})}
+            async with docker._query("events", params=params, timeout=aiohttp.ClientTimeout(total=config.timeout)) as response:
+                body = await response.read()
+        except (aiodocker.DockerError, *_CONNECTION_ERRORS, KeyError, ValueError):
+            return None  # only sharpens the message: without it the exit is reported as it is
+        kills = [json.loads(line) for line in body.splitlines() if line.strip()]
+        return kills[-1].get("Actor", {}).get("Attributes", {}).get("signal") if kills else None
+
+    async def _sit_out_daemon_shutdown(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> None:
+        """A daemon shutting down without live-restore stops every container first and closes its API
+        last, so a container stopped from outside may be the first sign of a restart: watch the daemon
+        a while, and if it goes away, wait for it (the outage then explains the exit)."""
+        until = time.monotonic() + SHUTDOWN_WATCH_SECONDS
+        while time.monotonic() < until:
+            try:
+                async with docker._query("_ping", timeout=aiohttp.ClientTimeout(total=config.timeout)):
+                    pass
+            except (aiodocker.DockerError, *_CONNECTION_ERRORS) as err:
+                if not _is_connection_error(err):
+                    return
+                await self._lost(config, watch, err)
+                await self._inspect(docker, config, watch)  # returns once the daemon answers again
+                return
+            await asyncio.sleep(0.5)
+
     @staticmethod
     def _ended_while_unreachable(state: dict, watch: _Watch) -> list[float] | None:
         """The outage ([began, ended] UNIX times) during which the container stopped, if it did."""
@@ -442,7 +483,7 @@ class ContainerTrigger(BaseTrigger):
         except ValueError:
             return None
         for began, ended in watch.outages:
-            if began - 2 <= finished_at <= (ended or time.time()) + 2:
+            if began - SHUTDOWN_WATCH_SECONDS - 2 <= finished_at <= (ended or time.time()) + 2:
                 return [began, ended]
         return None
 
