@@ -283,6 +283,7 @@ class RemoteDockerOperator(BaseOperator):
             if self.min_deferred_seconds:
                 trigger.not_before = time.time() + self.min_deferred_seconds
             self._remember(context, "deferred")
+            ti.xcom_push(CHECKPOINT_KEY, {"container_id": self.container_id, "by": "worker"})
             self.defer(trigger=trigger, method_name="execute_complete")
         return self.execute_complete(context, self._watch_here(trigger))
 
@@ -487,7 +488,7 @@ class RemoteDockerOperator(BaseOperator):
         """Back on a worker: judge the container by a fresh inspect, collect the result, clean up."""
         self._mask_private_environment()
         container_id = self.container_id = event["container_id"]
-        if event.get("checkpointed"):
+        if self.deferrable:  # resumed from a deferral: the trigger's log checkpoint is done with
             self._drop_log_checkpoint(context)
         succeeded = False
         try:
@@ -547,7 +548,7 @@ class RemoteDockerOperator(BaseOperator):
         try:
             XCom.delete(key=CHECKPOINT_KEY, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
         except Exception as err:  # it only costs a stray XCom
-            self.log.debug("Could not delete the log checkpoint XCom: %s", err)
+            self.log.warning("Could not delete the log checkpoint XCom %s: %s", CHECKPOINT_KEY, err)
 
     @staticmethod
     def _tail_text(event: dict) -> str:

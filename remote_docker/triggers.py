@@ -77,14 +77,14 @@ class _Checkpoints:
     """The trigger's log cursor, saved as an XCom of its own task instance.
 
     Trigger kwargs are fixed at deferral, so this is where a trigger leaves word for the one
-    that replaces it. The worker deletes it when the task resumes; a new try starts without it.
+    that replaces it. The worker writes the first record as it defers (so the first read never
+    misses) and deletes it when the task resumes; a new try starts without it.
     """
 
     def __init__(self, task_instance: Any, log: Any) -> None:
         self.ti = task_instance
         self.log = log
         self.broken = False
-        self.saved = False
 
     @classmethod
     def for_trigger(cls, trigger: ContainerTrigger) -> _Checkpoints | None:
@@ -113,8 +113,8 @@ class _Checkpoints:
         if self.broken:
             return False
         try:
-            await XCom.aset(value={"container_id": container_id, "cursor": cursor, "lines": counts}, **self._where())
-            self.saved = True
+            record = {"container_id": container_id, "cursor": cursor, "lines": counts, "by": "trigger"}
+            await XCom.aset(value=record, **self._where())
             return True
         except Exception as err:
             self._broken(err)
@@ -253,7 +253,6 @@ class ContainerTrigger(BaseTrigger):
         finally:
             if checkpointing:
                 checkpointing.cancel()
-        event["checkpointed"] = bool(checkpoints and checkpoints.saved)  # the worker then deletes the XCom
         if self.not_before and (early := self.not_before - time.time()) > 0:
             # Airflow 3.3 can fail a task whose trigger fires right after deferral: the scheduler may
             # drain the worker's stale defer-exit event after the resumed try started (apache/airflow#72716).
@@ -262,7 +261,8 @@ class ContainerTrigger(BaseTrigger):
 
     async def _resume_from_checkpoint(self, checkpoints: _Checkpoints, watch: _Watch) -> None:
         saved = await checkpoints.load()
-        if saved and saved.get("container_id") == self.container_id:
+        # the worker leaves a first record at deferral ("by": "worker"); a trigger's own means one ran before
+        if saved and saved.get("container_id") == self.container_id and saved.get("by") == "trigger":
             watch.cursor = LogCursor.from_dict(saved["cursor"])
             watch.counts.update(saved.get("lines") or {})
             watch.last_stdout_unknown = True

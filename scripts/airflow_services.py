@@ -185,15 +185,18 @@ class AirflowServices:
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
         self.rest("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", {"new_state": state})
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        """The merged task + trigger log, as the UI gets it from the REST log endpoint."""
+    def task_log_entries(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> list:
+        """The merged task + trigger log entries (dicts with timestamp, event, ...), as the UI gets them."""
         from urllib.parse import quote
 
         path = (f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
-                "?full_content=true")
-        content = self.rest("GET", path)["content"]
+                f"?full_content=true&map_index={map_index}")
+        return self.rest("GET", path)["content"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The merged task + trigger log as text, one entry (and its error details) per line."""
         lines = []
-        for item in content:
+        for item in self.task_log_entries(dag_id, run_id, task_id, try_number):
             if not isinstance(item, dict):
                 lines.append(str(item))
                 continue

@@ -108,14 +108,14 @@ def python_tar(with_cloudpickle: bool) -> Path:
     return Path(name)
 
 
-def build(client, force: bool = False) -> None:
-    """Import the images into the daemon behind ``client`` (a docker-py DockerClient)."""
+def build(client, force: bool = False, python: bool = True) -> None:
+    """Import the images into the daemon behind ``client`` (a docker-py DockerClient); ``python=False``: busybox only."""
     api = client.api
     changes = ["ENV PATH=/usr/bin:/bin", "WORKDIR /work"]
     if force or not api.images(name=BUSYBOX_IMAGE):
         api.import_image_from_data(busybox_tar(), repository=BUSYBOX_IMAGE.split(":")[0], tag="latest", changes=changes)
     for image, with_cloudpickle in ((PYTHON_IMAGE, False), (CLOUDPICKLE_IMAGE, True)):
-        if force or not api.images(name=image):
+        if python and (force or not api.images(name=image)):
             path = python_tar(with_cloudpickle)
             try:
                 repository, tag = image.rsplit(":", 1)
@@ -123,5 +123,7 @@ def build(client, force: bool = False) -> None:
             finally:
                 path.unlink()
     for image, stand_in in STAND_INS.items():
+        if not api.images(name=image):
+            continue
         repository, tag = stand_in.rsplit(":", 1)
         api.tag(image, repository, tag)

@@ -1,0 +1,311 @@
+"""Faults under the real scheduler + triggerer: triggerer SIGKILL, dockerd restarts, load.
+
+After each: every task ends in the right state with the right XCom, its log holds every line
+the container wrote (its own /tmp/out.txt, read back from the container), and no container of
+the run is left running. Figures (lines checked, repeats, triggerer memory) are printed and
+written to ``$REMOTE_DOCKER_REPORT`` when set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import docker
+import pytest
+import tls_dockerd
+from airflow_services import AirflowServices
+from conftest import BUSYBOX_IMAGE, ROOT, VENV_BIN, Daemon, containers_of
+from images import build
+
+from remote_docker.triggers import CHECKPOINT_LAG
+
+DAGS = ROOT / "tests" / "fault_dags"
+sys.path.insert(0, str(DAGS))
+from rd_faults import LOAD_TASKS, expected_load_outcome  # noqa: E402
+
+CHECKPOINT_INTERVAL = 5.0  # the trigger's default
+RESUME_MARKER = "a new triggerer resumes this log at its checkpoint"
+
+
+def report(name: str, figures: dict) -> None:
+    print(f"\n[fault figures] {name}: {json.dumps(figures)}")
+    if target := os.environ.get("REMOTE_DOCKER_REPORT"):
+        with open(target, "a") as out:
+            out.write(json.dumps({"test": name, **figures}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def restartable() -> Iterator[dict[str, Daemon]]:
+    """Two more TLS daemons of our own, restarted by the tests: one with --live-restore, one without."""
+    found: dict[str, Daemon] = {}
+    try:
+        for flavour in ("live", "plain"):
+            state = Path(tempfile.mkdtemp(prefix=f"rd-{flavour}-"))
+            environment = tls_dockerd.start(state, None, live_restore=flavour == "live")
+            found[flavour] = Daemon(state=state, port=int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
+            with closing(found[flavour].client()) as client:
+                build(client, python=False)
+        yield found
+    finally:
+        for running in found.values():
+            tls_dockerd.stop(running.state)
+            shutil.rmtree(running.state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def services(daemon: Daemon, restartable: dict[str, Daemon], tmp_path_factory) -> Iterator[AirflowServices]:
+    home = tmp_path_factory.mktemp("fault-services-home")
+    found = AirflowServices(
+        airflow=VENV_BIN / "airflow", home=home, dags=DAGS, connection_json=daemon.connection_json(), parallelism=16,
+        extra_env={
+            "REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE,
+            "AIRFLOW_CONN_RD_LIVE": restartable["live"].connection_json(),
+            "AIRFLOW_CONN_RD_PLAIN": restartable["plain"].connection_json(),
+            # a new triggerer adopts the triggers of a dead one after this many seconds without a heartbeat
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "256",
+        },
+    )
+    try:
+        found.start()
+        yield found
+    finally:
+        found.stop()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def container_file(client: docker.DockerClient, container_id: str, path: str = "/tmp/out.txt") -> list[str]:
+    """What the container itself wrote to ``path``."""
+    chunks, _ = client.api.get_archive(container_id, path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        member = tar.getmembers()[0]
+        return tar.extractfile(member).read().decode().splitlines()
+
+
+def log_lines(services: AirflowServices, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[str]:
+    return services.task_log(dag_id, run_id, task_id, try_number=try_number).splitlines()
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if found := condition():
+                return found
+        except urllib.error.HTTPError:  # a log or task instance that doesn't exist yet
+            pass
+        time.sleep(every)
+    raise TimeoutError(f"{what} within {timeout}s")
+
+
+def group_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the triggerer and its trigger runner)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def left_running(client: docker.DockerClient, dag_id: str, run_id: str) -> list[str]:
+    labels = [f"io.remote-docker.dag_id={dag_id}", f"io.remote-docker.run_id={run_id}"]
+    return [c["Id"][:12] for c in client.api.containers(filters={"label": labels})]
+
+
+def xcoms(services: AirflowServices, dag_id: str, run_id: str) -> dict[tuple[str, int], object]:
+    with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
+        rows = db.execute("select task_id, map_index, value from xcom where dag_id=? and run_id=? and key='return_value'",
+                          (dag_id, run_id)).fetchall()
+    return {(task_id, map_index): json.loads(value) for task_id, map_index, value in rows}
+
+
+def ti_rows(services: AirflowServices, dag_id: str, run_id: str) -> list[tuple[str, int, str, int]]:
+    with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
+        return db.execute("select task_id, map_index, state, try_number from task_instance where dag_id=? and run_id=?",
+                          (dag_id, run_id)).fetchall()
+
+
+# --------------------------------------------------------------------------- 1. triggerer SIGKILL
+
+
+def test_triggerer_sigkill_with_20_deferred_tasks(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    dag_id = "rd_handover"
+    run_id = services.trigger(dag_id)
+    task_ids = [f"h{n:02d}" for n in range(20)]
+
+    def all_streaming() -> bool:
+        states = services.states(dag_id, run_id)
+        if sum(1 for t in task_ids if states.get(t) == "deferred") < 20:
+            return False
+        # well past the first periodic checkpoint, so the kill tests checkpoints, not only the start
+        return all(f"{t}-line-24" in log_lines(services, dag_id, run_id, t) for t in task_ids)
+
+    wait_until(all_streaming, 150, "all 20 tasks deferred and streaming")
+    rss_before = group_rss_mb(services.procs["triggerer"].pid)
+    services.stop_component("triggerer", signal.SIGKILL)  # the triggerer and its trigger runner, at once
+    killed_at = time.time()
+    services.start_component("triggerer")
+    assert services.wait_run(dag_id, run_id, timeout=240) == "success", services.states(dag_id, run_id)
+
+    results = xcoms(services, dag_id, run_id)
+    checked = repeated_total = 0
+    oldest_repeat = 0.0
+    # a checkpoint trails what was logged by at most interval + lag; allow 1 s for the log's own flush
+    bound = CHECKPOINT_INTERVAL + CHECKPOINT_LAG + 1
+    for n, task_id in enumerate(task_ids):
+        assert results[(task_id, -1)] == f"result-{n:02d}"
+        (container,) = containers_of(docker_client, dag_id, run_id, task_id)
+        written = container_file(docker_client, container["Id"])
+        assert written == [f"{task_id}-line-{i}" for i in range(1, 81)] + [f"result-{n:02d}"]
+        logged: dict[str, list[float]] = {line: [] for line in written}
+        entries = services.task_log_entries(dag_id, run_id, task_id)
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("event") in logged:
+                logged[entry["event"]].append(dt.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp())
+        missing = [line for line, times in logged.items() if not times]
+        assert not missing, f"{task_id}: lost {missing[:5]}"
+        repeats = {line: times for line, times in logged.items() if len(times) > 1}
+        assert all(len(times) == 2 for times in repeats.values()), f"{task_id}: a line logged more than twice"
+        if repeats:
+            # only lines the dead triggerer logged in its last seconds are logged again
+            first_logged = min(min(times) for times in repeats.values())
+            assert killed_at - first_logged <= bound, f"{task_id}: repeats reach {killed_at - first_logged:.1f}s before the kill"
+            oldest_repeat = max(oldest_repeat, killed_at - first_logged)
+            assert any(RESUME_MARKER in str(entry.get("event", "")) for entry in entries if isinstance(entry, dict)), \
+                f"{task_id}: lines repeat but the resume point is not marked"
+        checked += len(written)
+        repeated_total += len(repeats)
+    assert left_running(docker_client, dag_id, run_id) == []
+    report("triggerer_sigkill_20_deferred", {
+        "tasks": 20, "succeeded": 20, "lines_checked": checked, "lines_lost": 0, "lines_repeated": repeated_total,
+        "repeats_logged_at_most_s_before_kill": round(oldest_repeat, 1), "bound_s": bound,
+        "triggerer_rss_mb_before_kill": round(rss_before, 1),
+        "run_finished_s_after_kill": round(time.time() - killed_at, 1), "containers_left_running": 0,
+    })
+
+
+# --------------------------------------------------------------------------- 2. dockerd restarts
+
+
+def restart_daemon_under_deferred_tasks(services: AirflowServices, running: Daemon, flavour: str) -> str:
+    dag_id = f"rd_restart_{flavour}"
+    run_id = services.trigger(dag_id)
+    task_ids = [f"{flavour}{n}" for n in range(3)]
+    wait_until(lambda: all(f"{t}-line-4" in log_lines(services, dag_id, run_id, t) for t in task_ids), 120,
+               f"all {flavour} tasks streaming")
+    tls_dockerd.stop(running.state)  # SIGTERM, as a service manager does
+    time.sleep(2)
+    tls_dockerd.start(running.state, running.port, live_restore=flavour == "live")
+    return run_id
+
+
+def test_dockerd_restart_with_live_restore_tasks_complete(
+    services: AirflowServices, restartable: dict[str, Daemon]
+) -> None:
+    running = restartable["live"]
+    run_id = restart_daemon_under_deferred_tasks(services, running, "live")
+    assert services.wait_run("rd_restart_live", run_id, timeout=180) == "success"
+    results = xcoms(services, "rd_restart_live", run_id)
+    with closing(running.client()) as client:
+        for n in range(3):
+            task_id = f"live{n}"
+            assert results[(task_id, -1)] == f"result-{task_id}"
+            (container,) = containers_of(client, "rd_restart_live", run_id, task_id)
+            assert container["Labels"]["io.remote-docker.try_number"] == "1", "try 1 finished: no retry was needed"
+            written = container_file(client, container["Id"])
+            logged = Counter(log_lines(services, "rd_restart_live", run_id, task_id))
+            assert [line for line in written if logged[line] != 1] == [], "every line exactly once across the restart"
+        assert left_running(client, "rd_restart_live", run_id) == []
+    report("dockerd_restart_live_restore", {"tasks": 3, "succeeded_first_try": 3, "lines_checked": 180, "lines_lost": 0,
+                                            "lines_repeated": 0, "containers_left_running": 0})
+
+
+def test_dockerd_restart_without_live_restore_fails_clearly_and_retry_runs_clean(
+    services: AirflowServices, restartable: dict[str, Daemon]
+) -> None:
+    running = restartable["plain"]
+    run_id = restart_daemon_under_deferred_tasks(services, running, "plain")
+    assert services.wait_run("rd_restart_plain", run_id, timeout=180) == "success"
+    results = xcoms(services, "rd_restart_plain", run_id)
+    with closing(running.client()) as client:
+        for n in range(3):
+            task_id = f"plain{n}"
+            first_try = services.task_log("rd_restart_plain", run_id, task_id, try_number=1)
+            assert f"while the daemon at https://127.0.0.1:{running.port} was unreachable" in first_try, first_try[-3000:]
+            assert "live-restore is off there, so a daemon restart stops every container" in first_try
+            assert results[(task_id, -1)] == f"result-{task_id}", "the retry's result"
+            tries = {c["Labels"]["io.remote-docker.try_number"]: c for c in containers_of(client, "rd_restart_plain", run_id, task_id)}
+            assert sorted(tries) == ["1", "2"], "the retry ran its own fresh container"
+            assert client.api.inspect_container(tries["1"]["Id"])["State"]["ExitCode"] == 143
+            written = container_file(client, tries["1"]["Id"])
+            logged = set(first_try.splitlines())
+            assert [line for line in written if line not in logged] == [], "try 1 lost no line it wrote"
+        assert left_running(client, "rd_restart_plain", run_id) == []
+    report("dockerd_restart_without_live_restore", {"tasks": 3, "failed_first_try_naming_restart": 3,
+                                                    "succeeded_on_retry": 3, "containers_left_running": 0})
+
+
+# --------------------------------------------------------------------------- 7. load
+
+
+def test_load_200_concurrent_deferred_tasks(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+    dag_id = "rd_load"
+    run_id = services.trigger(dag_id)
+    started = time.monotonic()
+    peak_deferred = 0
+    peak_rss = 0.0
+    while time.monotonic() - started < 900:
+        rows = ti_rows(services, dag_id, run_id)
+        states = Counter(state for _, _, state, _ in rows)
+        peak_deferred = max(peak_deferred, states.get("deferred", 0))
+        peak_rss = max(peak_rss, group_rss_mb(services.procs["triggerer"].pid))
+        if len(rows) == LOAD_TASKS and sum(states.get(s, 0) for s in ("success", "failed", "skipped")) == LOAD_TASKS:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"load run unfinished after 900 s: {states}")
+    elapsed = time.monotonic() - started
+    results = xcoms(services, dag_id, run_id)
+    wrong = []
+    for _, map_index, state, _ in rows:
+        want_state, want_xcom = expected_load_outcome(map_index)
+        if state != want_state or (want_state == "success" and results.get(("load", map_index)) != want_xcom):
+            wrong.append((map_index, state, results.get(("load", map_index))))
+    assert wrong == [], f"{len(wrong)} tasks wrong: {wrong[:10]}"
+    assert left_running(docker_client, dag_id, run_id) == []
+    assert containers_of(docker_client, dag_id, run_id, "load") == [], "auto_remove='force' removed every container"
+    report("load_200_deferred", {
+        "tasks": LOAD_TASKS, "correct": LOAD_TASKS, "peak_deferred_at_once": peak_deferred,
+        "triggerer_peak_rss_mb": round(peak_rss, 1), "makespan_s": round(elapsed, 1), "containers_left": 0,
+    })
