@@ -36,7 +36,7 @@ from remote_docker.triggers import CHECKPOINT_LAG
 
 DAGS = ROOT / "tests" / "fault_dags"
 sys.path.insert(0, str(DAGS))
-from rd_faults import LOAD_TASKS, expected_load_outcome  # noqa: E402
+from rd_faults import GO_FILE, LOAD_TASKS, expected_load_outcome  # noqa: E402
 
 CHECKPOINT_INTERVAL = 5.0  # the trigger's default
 RESUME_MARKER = "a new triggerer resumes this log at its checkpoint"
@@ -279,22 +279,40 @@ def test_dockerd_restart_without_live_restore_fails_clearly_and_retry_runs_clean
 # --------------------------------------------------------------------------- 7. load
 
 
+@pytest.mark.timeout(1500)
 def test_load_200_concurrent_deferred_tasks(services: AirflowServices, docker_client: docker.DockerClient) -> None:
     dag_id = "rd_load"
     run_id = services.trigger(dag_id)
     started = time.monotonic()
-    peak_deferred = 0
     peak_rss = 0.0
-    while time.monotonic() - started < 900:
-        rows = ti_rows(services, dag_id, run_id)
-        states = Counter(state for _, _, state, _ in rows)
-        peak_deferred = max(peak_deferred, states.get("deferred", 0))
+
+    def counts() -> Counter:
+        return Counter(state for _, _, state, _ in ti_rows(services, dag_id, run_id))
+
+    def all_deferred() -> bool:
+        nonlocal peak_rss
         peak_rss = max(peak_rss, group_rss_mb(services.procs["triggerer"].pid))
-        if len(rows) == LOAD_TASKS and sum(states.get(s, 0) for s in ("success", "failed", "skipped")) == LOAD_TASKS:
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"load run unfinished after 900 s: {states}")
+        return counts().get("deferred", 0) == LOAD_TASKS
+
+    wait_until(all_deferred, 900, f"all {LOAD_TASKS} load tasks deferred at once", every=1)
+    ramp = time.monotonic() - started
+    rss_all_deferred = group_rss_mb(services.procs["triggerer"].pid)
+    client_containers = docker_client.api.containers(filters={"label": [f"io.remote-docker.run_id={run_id}"]})
+    assert len(client_containers) == LOAD_TASKS, f"{len(client_containers)} containers running for {LOAD_TASKS} deferred tasks"
+    go = io.BytesIO()
+    with tarfile.open(fileobj=go, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo(GO_FILE.lstrip("/")), io.BytesIO(b""))
+    for container in client_containers:
+        docker_client.api.put_archive(container["Id"], "/", go.getvalue())
+
+    def all_done() -> bool:
+        nonlocal peak_rss
+        peak_rss = max(peak_rss, group_rss_mb(services.procs["triggerer"].pid))
+        done = counts()
+        return sum(done.get(s, 0) for s in ("success", "failed", "skipped")) == LOAD_TASKS
+
+    wait_until(all_done, 900, f"all {LOAD_TASKS} load tasks finished", every=1)
+    rows = ti_rows(services, dag_id, run_id)
     elapsed = time.monotonic() - started
     results = xcoms(services, dag_id, run_id)
     wrong = []
@@ -303,9 +321,15 @@ def test_load_200_concurrent_deferred_tasks(services: AirflowServices, docker_cl
         if state != want_state or (want_state == "success" and results.get(("load", map_index)) != want_xcom):
             wrong.append((map_index, state, results.get(("load", map_index))))
     assert wrong == [], f"{len(wrong)} tasks wrong: {wrong[:10]}"
+    for map_index in range(LOAD_TASKS):  # every line each container wrote is in its log
+        events = {e.get("event") for e in services.task_log_entries(dag_id, run_id, "load", map_index=map_index) if isinstance(e, dict)}
+        kind = map_index % 10
+        wrote = {0: [f"failing-{map_index}"], 1: [f"skipping-{map_index}"], 2: []}.get(kind, [f"start-{map_index}", f"out-{map_index}"])
+        assert set(wrote) <= events, f"load[{map_index}] lost {set(wrote) - events}"
     assert left_running(docker_client, dag_id, run_id) == []
     assert containers_of(docker_client, dag_id, run_id, "load") == [], "auto_remove='force' removed every container"
     report("load_200_deferred", {
-        "tasks": LOAD_TASKS, "correct": LOAD_TASKS, "peak_deferred_at_once": peak_deferred,
-        "triggerer_peak_rss_mb": round(peak_rss, 1), "makespan_s": round(elapsed, 1), "containers_left": 0,
+        "tasks": LOAD_TASKS, "correct": LOAD_TASKS, "deferred_at_once": LOAD_TASKS, "ramp_to_all_deferred_s": round(ramp, 1),
+        "triggerer_rss_mb_all_deferred": round(rss_all_deferred, 1), "triggerer_peak_rss_mb": round(peak_rss, 1),
+        "makespan_s": round(elapsed, 1), "containers_left": 0,
     })

@@ -48,18 +48,23 @@ for flavour, conn_id in (("live", "rd_live"), ("plain", "rd_plain")):
             )
 
 
+GO_FILE = "/tmp/go"
+
+
 def load_case(i: int) -> dict:
-    """Task ``i`` of the load DAG: a mix of durations, exit codes and outputs."""
-    seconds = 2 + (i * 7) % 19  # 2..20 s
+    """Task ``i`` of the load DAG: a mix of durations, exit codes and outputs. Each container waits
+    for the test to drop ``GO_FILE`` into it, so all of them are deferred at once first."""
+    seconds = 1 + (i * 7) % 19  # 1..19 s after the go
+    wait = f"while [ ! -f {GO_FILE} ]; do sleep 0.5; done; "
     kind = i % 10
     if kind == 0:
-        return {"command": ["sh", "-c", f"sleep {seconds}; echo failing-{i}; exit 3"]}
+        return {"command": ["sh", "-c", f"{wait}sleep {seconds}; echo failing-{i}; exit 3"]}
     if kind == 1:
-        return {"command": ["sh", "-c", f"sleep {seconds}; echo skipping-{i}; exit 7"]}
+        return {"command": ["sh", "-c", f"{wait}sleep {seconds}; echo skipping-{i}; exit 7"]}
     if kind == 2:
-        return {"command": ["sh", "-c", f"sleep {seconds}; echo '{{\"i\": {i}, \"square\": {i * i}}}' > /tmp/result.json"],
+        return {"command": ["sh", "-c", f"{wait}sleep {seconds}; echo '{{\"i\": {i}, \"square\": {i * i}}}' > /tmp/result.json"],
                 "retrieve_output": True, "retrieve_output_path": "/tmp/result.json", "output_format": "json"}
-    return {"command": ["sh", "-c", f"echo start-{i}; sleep {seconds}; echo out-{i}"]}
+    return {"command": ["sh", "-c", f"echo start-{i}; {wait}sleep {seconds}; echo out-{i}"]}
 
 
 def expected_load_outcome(i: int) -> tuple[str, object]:
