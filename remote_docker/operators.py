@@ -260,6 +260,12 @@ class RemoteDockerOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         self._mask_private_environment()
+        if self.deferrable and self.tls_client_key and "-----BEGIN" in self.tls_client_key:
+            # Airflow 3.3 stores trigger kwargs (where overrides travel) unencrypted in its database
+            raise AirflowFailException(
+                "tls_client_key is PEM text: a deferred task would store it in clear in Airflow's trigger table; "
+                "put the key in the remote_docker connection (remote_docker_conn_id) or pass a file path"
+            )
         ti = context["ti"]
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:

@@ -188,6 +188,13 @@ def test_pull_never_with_missing_image(run: DagRunResult, daemon: Daemon) -> Non
         "load or pull it there first, or use pull='missing'")
 
 
+def test_inline_client_key_refused_when_deferring(run: DagRunResult) -> None:
+    """Airflow 3.3 keeps trigger kwargs unencrypted, so a PEM key override would be stored in clear."""
+    assert run["inline_key"].state == "failed"
+    assert error_line(run, "inline_key").startswith("tls_client_key is PEM text: a deferred task would store it in clear")
+    assert "not-a-real-key" not in run.stdout
+
+
 def test_bad_mount_source(run: DagRunResult) -> None:
     assert run["bad_mount"].state == "failed"
     message = error_line(run, "bad_mount")

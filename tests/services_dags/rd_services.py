@@ -13,7 +13,8 @@ from remote_docker.operators import RemoteDockerOperator
 
 IMAGE = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
 MARKERS = Path(os.environ.get("REMOTE_DOCKER_TEST_MARKERS", "/tmp"))
-SECRET = "s3rvice-Secret-77"
+# from the environment, as a real secret would come from a secrets backend: never in the DAG source (stored in the DB)
+SECRET = os.environ.get("REMOTE_DOCKER_TEST_SECRET", "unset")
 START = dt.datetime(2026, 1, 1)
 
 
@@ -52,8 +53,16 @@ with DAG("rd_worker_kill", schedule=None, start_date=START, catchup=False,
     sh("reattach", "echo container-up; sleep 20; echo finished-once", operator=PauseAfterStartOnFirstTry,
        auto_remove="never")
 
+REGISTRY = os.environ.get("REMOTE_DOCKER_TEST_REGISTRY", "127.0.0.1:5000")
+
 with DAG("rd_masked", schedule=None, start_date=START, catchup=False):
-    sh("masked", "echo secret=$TOKEN; echo done", private_environment={"TOKEN": SECRET}, auto_remove="force")
+    # the secret in stdout, stderr, the last line and a failure's tail; a registry password in a pull
+    sh("masked", "echo secret=$TOKEN; echo err-secret=$TOKEN >&2; sleep 6; echo done", private_environment={"TOKEN": SECRET},
+       auto_remove="force")
+    sh("masked_fails", "echo secret=$TOKEN; echo err-secret=$TOKEN >&2; sleep 6; echo last=$TOKEN; exit 3",
+       private_environment={"TOKEN": SECRET}, auto_remove="force")
+    RemoteDockerOperator(task_id="private_pull", image=f"{REGISTRY}/rd/busybox:1", docker_conn_id="rd_registry", pull="always",
+                         network_mode="none", command=["sh", "-c", "echo pulled; sleep 6; echo done"], auto_remove="force")
 
 with DAG("rd_user_actions", schedule=None, start_date=START, catchup=False):
     for action in ("success", "clear"):
