@@ -159,8 +159,11 @@ class LineSplitter:
 
     def feed(self, stream: int, payload: bytes) -> Iterator[Line]:
         buffer = self._partial.setdefault(stream, bytearray())
-        buffer += payload
         limit = self.max_line_bytes
+        if b"\n" not in payload and (not limit or len(buffer) + len(payload) <= limit):
+            buffer += payload  # the middle of a long line: don't rescan what is held
+            return
+        buffer += payload
         start = 0
         while True:
             end = buffer.find(b"\n", start)

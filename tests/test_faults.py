@@ -8,6 +8,7 @@ seconds, while the container keeps printing numbered lines.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import pytest
@@ -15,7 +16,7 @@ import structlog
 import structlog.testing
 from conftest import BUSYBOX_IMAGE, Daemon
 
-from remote_docker.triggers import ContainerTrigger
+from remote_docker.triggers import MAX_LINE_BYTES, ContainerTrigger
 
 
 class CuttableProxy:
@@ -130,3 +131,60 @@ def test_daemon_gone_for_good_gives_one_clear_error(daemon: Daemon, captured: Li
     assert event["message"].startswith("reading https://127.0.0.1:")
     assert event["message"].endswith("(gave up after 3s)")
     assert "\n" not in event["message"]
+
+
+class HashingLog:
+    """A structlog processor that keeps only what a 1 GB line test needs: a digest, sizes, counts."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.pieces = 0
+        self.largest = 0
+        self.others: list[tuple[str, str]] = []
+
+    def __call__(self, _logger, method: str, event: dict) -> dict:
+        text = event.get("event", "")
+        if method == "info" and len(text) > 1000:
+            self.digest.update(text.encode())
+            self.pieces += 1
+            self.largest = max(self.largest, len(text.encode()))
+        else:
+            self.others.append((method, text))
+        raise structlog.DropEvent
+
+
+@pytest.mark.timeout(900)
+def test_one_gigabyte_single_line_is_logged_in_pieces_and_nothing_is_lost(daemon: Daemon) -> None:
+    size = 1 << 30
+    pattern = b"0123456789abcdef"
+    script = f"yes {pattern.decode()} | tr -d '\\n' | head -c {size}; echo; echo after-the-long-line"
+    expected = hashlib.sha256()
+    block = pattern * (1 << 16)  # 1 MiB
+    for _ in range(size // len(block)):
+        expected.update(block)
+    client = daemon.client()
+    container_id = client.api.create_container_from_config(
+        {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", script], "HostConfig": {"NetworkMode": "none"}})["Id"]
+    hooked = HashingLog()
+    hook_params = {"docker_url": daemon.url, **{f"tls_{key}": value for key, value in daemon.extras().items()}}
+
+    async def watch() -> dict:
+        async for event in ContainerTrigger(container_id, None, hook_params=hook_params).run():
+            return event.payload
+        raise AssertionError("no event")
+
+    structlog.configure(processors=[hooked])
+    try:
+        client.api.start(container_id)
+        event = asyncio.run(watch())
+    finally:
+        structlog.reset_defaults()
+        client.api.remove_container(container_id, force=True)
+        client.close()
+    assert event["status"] == "exited" and event["exit_code"] == 0
+    assert hooked.digest.hexdigest() == expected.hexdigest(), "the pieces put together are the line, byte for byte"
+    assert hooked.pieces == size // MAX_LINE_BYTES and hooked.largest == MAX_LINE_BYTES
+    notices = [text for method, text in hooked.others if "longer than" in text]
+    assert notices == ["The container wrote a stdout line longer than 4,194,304 bytes: it is logged in pieces of that size."]
+    assert ("info", "after-the-long-line") in hooked.others
+    assert event["last_stdout_line"] == "after-the-long-line" and event["lines"]["stdout"] == 2
