@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import resource
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 from common import Daemon, Result, rss_mb, summary
@@ -105,6 +109,7 @@ async def watch_all(daemon: Daemon, ids: list[str], shared: bool) -> tuple[dict[
 
 
 def run_one(daemon: Daemon, n: int, shared: bool) -> dict:
+    _raise_fd_limit()
     start_budget = 0.12 * n + 15  # time to start them all, then an idle window before they exit
     exit_at = time.time() + start_budget + 25 + IDLE_WINDOW
     ids = start_containers(daemon, n, exit_at)
@@ -120,14 +125,22 @@ def run_one(daemon: Daemon, n: int, shared: bool) -> dict:
         remove_containers(daemon)
 
 
+def run_in_subprocess(daemon: Daemon, n: int, shared: bool) -> dict:
+    """One row in a fresh process, so no row inherits the memory an earlier one left behind."""
+    args = [sys.executable, __file__, str(daemon.state), str(daemon.port), str(n), "shared" if shared else "unshared"]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"P2 row n={n} shared={shared} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run(daemon: Daemon, sizes: list[int], unshared_sizes: list[int]) -> Result:
-    _raise_fd_limit()
     rows = []
     for n in sizes:
-        rows.append(run_one(daemon, n, shared=True))
+        rows.append(run_in_subprocess(daemon, n, shared=True))
         print(f"[p2] shared n={n}: {rows[-1]}", flush=True)
     for n in unshared_sizes:
-        rows.append(run_one(daemon, n, shared=False))
+        rows.append(run_in_subprocess(daemon, n, shared=False))
         print(f"[p2] one client per trigger n={n}: {rows[-1]}", flush=True)
     largest = max((r for r in rows if r["shared_client"]), key=lambda r: r["n"])
     met = (largest["n"] >= 1000 and largest["rss_over_baseline_mb"] <= 150
@@ -138,3 +151,8 @@ def run(daemon: Daemon, sizes: list[int], unshared_sizes: list[int]) -> Result:
         target="at 1000: <= 150 MB RSS over baseline, <= 5 % of one core waiting, p99 exit->event <= 1 s",
         met=met if largest["n"] >= 1000 else None,
     )
+
+
+if __name__ == "__main__":  # one row: python p2_density.py STATE PORT N shared|unshared
+    state, port, count, mode = sys.argv[1:5]
+    print(json.dumps(run_one(Daemon(Path(state), int(port)), int(count), mode == "shared")))

@@ -122,13 +122,17 @@ class FrameDecoder:
                 del self._buffer[: end + 1]
             return
         self._buffer += data
-        while len(self._buffer) >= _HEADER.size:
-            stream, size = _HEADER.unpack_from(self._buffer)
-            if len(self._buffer) < _HEADER.size + size:
-                return
-            payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
-            del self._buffer[: _HEADER.size + size]
-            yield stream, payload
+        buffer, offset, end = self._buffer, 0, len(self._buffer)
+        try:
+            while end - offset >= _HEADER.size:
+                stream, size = _HEADER.unpack_from(buffer, offset)
+                if end - offset < _HEADER.size + size:
+                    return
+                start = offset + _HEADER.size
+                offset = start + size
+                yield stream, bytes(buffer[start:offset])
+        finally:
+            del buffer[:offset]  # once per chunk, not once per frame
 
     def leftover(self) -> bytes:
         """Bytes of an incomplete frame (a TTY's unterminated last entry)."""

@@ -81,7 +81,4 @@ with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
        docker_url=os.environ.get("REMOTE_DOCKER_TEST_URL", "tcp://127.0.0.1:1"), tls_ca_cert=f"{certs}/ca.pem",
        tls_client_cert=f"{certs}/cert.pem", tls_client_key=f"{certs}/key.pem", tls_hostname="docker")
 
-with DAG("rd_gone", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False):
-    sh("victim", "echo waiting-to-be-removed; sleep 60")
-
 

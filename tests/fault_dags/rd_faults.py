@@ -51,6 +51,11 @@ for flavour, conn_id in (("live", "rd_live"), ("plain", "rd_plain")):
 GO_FILE = "/tmp/go"
 
 
+with DAG("rd_removed", schedule=None, start_date=START, catchup=False):
+    RemoteDockerOperator(task_id="victim", image=IMAGE, network_mode="none", auto_remove="never",
+                         command=["sh", "-c", "echo waiting-to-be-removed; sleep 300"])
+
+
 def load_case(i: int) -> dict:
     """Task ``i`` of the load DAG: a mix of durations, exit codes and outputs. Each container waits
     for the test to drop ``GO_FILE`` into it, so all of them are deferred at once first."""
