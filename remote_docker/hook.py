@@ -13,7 +13,10 @@ operator overrides) and both clients are made from it:
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import datetime as dt
+import logging
+import os
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +42,8 @@ from remote_docker.connection import (
     config_from_environment,
 )
 from remote_docker.errors import DaemonError, explain
+
+log = logging.getLogger(__name__)
 
 # Operator arguments that override the connection, passed to the hook (and the trigger) as they are.
 HOOK_OVERRIDES = ("docker_url", "tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify", "tls_hostname",
@@ -114,6 +119,31 @@ class _PinnedResolver(AbstractResolver):
         await self._resolver.close()
 
 
+TLS_BUFFER_ENV = "REMOTE_DOCKER_TLS_READ_BUFFER_KB"
+
+
+def tls_read_buffer_bytes(value: str | None) -> int | None:
+    """``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` as bytes; None when unset. Raises ValueError with the fix."""
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit() or not 16 <= int(value) <= 256:
+        raise ValueError(f"{TLS_BUFFER_ENV}={value!r} is not valid; use a whole number of KiB from 16 to 256 (asyncio's default is 256)")
+    return int(value) * 1024
+
+
+def _apply_tls_read_buffer() -> None:
+    """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (``SSLProtocol.max_size``):
+    most of what watching one container costs. A triggerer watching many can shrink it for the whole
+    process by setting ``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` (see docs/deployment.md)."""
+    try:
+        size = tls_read_buffer_bytes(os.environ.get(TLS_BUFFER_ENV))
+    except ValueError as err:
+        log.warning("%s; keeping asyncio's default", err)
+        return
+    if size:
+        asyncio.sslproto.SSLProtocol.max_size = size
+
+
 def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
     """An aiodocker client for ``config`` that owns its connector (closed by ``close_async_client``)."""
     api_version = f"v{(config.api_version or MIN_API_VERSION).lstrip('v')}"
@@ -126,6 +156,7 @@ def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
         parts = urlsplit(url)
         url = f"{parts.scheme}://{config.tls.hostname}:{parts.port}"
         resolver = _PinnedResolver(config.tls.hostname, config.host.strip("[]"))
+    _apply_tls_read_buffer()
     # limit=0: the default of 100 connections makes watcher 101+ queue behind the others.
     connector = aiohttp.TCPConnector(ssl=config.ssl_context() or False, limit=0, resolver=resolver)
     return aiodocker.Docker(url=url, connector=connector, api_version=api_version)

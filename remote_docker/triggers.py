@@ -47,6 +47,9 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 # a longer one is re-read by the worker from the daemon.
 MAX_EVENT_LINE_BYTES = 1024 * 1024
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+# Shorter private_environment values are not redacted from event payloads (Airflow's masker does the same
+# with [logging] min_length_masked_secret): "1" would otherwise turn every 1 in the tail into ***.
+MIN_REDACTED_LENGTH = 5
 # How long a daemon may keep answering after it stopped a container as it shuts down: it waits
 # for every container's stop timeout (10 s by default) before it closes its API.
 SHUTDOWN_WATCH_SECONDS = 20.0
@@ -438,8 +441,9 @@ class ContainerTrigger(BaseTrigger):
         for item in info.get("Config", {}).get("Env") or []:
             name, _, value = item.partition("=")
             if name in wanted and value:
-                watch.secrets.append(value)
                 await amask_secret(value, name)
+                if len(value) >= MIN_REDACTED_LENGTH:
+                    watch.secrets.append(value)
 
     async def _kill_signal(self, docker: aiodocker.Docker, config: DaemonConfig, state: dict) -> str | None:
         """The signal of the last ``kill`` the daemon recorded for the container (docker stop/kill, or the

@@ -16,7 +16,7 @@ from conftest import Daemon, run_cli
 from remote_docker import certs
 from remote_docker.connection import DaemonConfigError
 from remote_docker.errors import DaemonError
-from remote_docker.hook import RemoteDockerHook, shared_client_count
+from remote_docker.hook import TLS_BUFFER_ENV, RemoteDockerHook, shared_client_count, tls_read_buffer_bytes
 
 
 def hook_for(daemon: Daemon, url: str | None = None, **overrides) -> RemoteDockerHook:
@@ -155,6 +155,27 @@ def test_async_clients_are_shared_per_loop(daemon: Daemon) -> None:
 
     during, after, same = asyncio.run(scenario())
     assert (during, after, same) == (1, 0, True)
+
+
+def test_tls_read_buffer_setting_shrinks_every_connection_buffer(daemon: Daemon, monkeypatch) -> None:
+    import asyncio.sslproto
+
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)  # restored after
+    monkeypatch.setenv(TLS_BUFFER_ENV, "32")
+
+    async def versions() -> list[str]:
+        async with hook_for(daemon).async_client() as docker:
+            return [v["Version"] for v in await asyncio.gather(*(docker.version() for _ in range(5)))]
+
+    assert len(asyncio.run(versions())) == 5, "TLS works with the smaller buffer"
+    assert asyncio.sslproto.SSLProtocol.max_size == 32 * 1024  # each new TLS connection allocates this much
+
+
+@pytest.mark.parametrize("value", ["8", "1000", "lots", "-64"])
+def test_tls_read_buffer_setting_bad_values(value: str) -> None:
+    with pytest.raises(ValueError, match=rf"{TLS_BUFFER_ENV}='{value}' is not valid; use a whole number of KiB from 16 to 256"):
+        tls_read_buffer_bytes(value)
+    assert tls_read_buffer_bytes(None) is None and tls_read_buffer_bytes("64") == 65536
 
 
 def test_doctor(daemon: Daemon) -> None:
