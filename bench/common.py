@@ -64,12 +64,24 @@ class PeakRSS(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = self.start_rss = rss_mb()
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, MB)
         self._running = True
 
     def run(self) -> None:
         while self._running:
-            self.peak = max(self.peak, rss_mb())
+            now = rss_mb()
+            self.peak = max(self.peak, now)
+            self.samples.append((time.monotonic(), now))
             time.sleep(0.02)
+
+    def growth_after(self, fraction: float) -> float:
+        """Peak minus the RSS once ``fraction`` of the sampled time had passed: growth after warm-up."""
+        if not self.samples:
+            return 0.0
+        first, last = self.samples[0][0], self.samples[-1][0]
+        cutoff = first + (last - first) * fraction
+        at_cutoff = next(mb for t, mb in self.samples if t >= cutoff)
+        return max(mb for t, mb in self.samples if t >= cutoff) - at_cutoff
 
     def __enter__(self) -> PeakRSS:
         self.start()

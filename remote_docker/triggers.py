@@ -144,6 +144,7 @@ class _Watch:
     counts: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     in_long_line: set[int] = field(default_factory=set)  # streams in the middle of an over-long line
     secrets: list[str] | None = None  # private_environment values, read from the container itself
+    out: Any = None  # the logger the container's lines go to
     unreachable_since: float | None = None  # monotonic
     outages: list[list[float]] = field(default_factory=list)  # [began, ended] wall times, daemon unreachable
 
@@ -235,6 +236,8 @@ class ContainerTrigger(BaseTrigger):
             yield TriggerEvent(self._event("error", message=str(err)))
             return
         watch = _Watch(cursor=LogCursor.from_dict(self.log_cursor), tail=deque(maxlen=self.tail_lines))
+        # bound once: structlog's lazy proxy would rebuild the logger for every line
+        watch.out = self.log.bind() if hasattr(self.log, "bind") else self.log
         checkpoints = _Checkpoints.for_trigger(self)
         checkpointing = None
         if checkpoints:
@@ -406,13 +409,13 @@ class ContainerTrigger(BaseTrigger):
         else:
             watch.tail.append((name, text[:2000]))
         if line.stream == STDERR:
-            self.log.warning("%s", text)
+            watch.out.warning(text)
         else:
             watch.last_stdout = text
             watch.last_stdout_whole = not piece
             watch.last_stdout_unknown = False
             watch.last_stdout_private = bool(watch.secrets) and any(secret in text for secret in watch.secrets)
-            self.log.info("%s", text)
+            watch.out.info(text)
 
     async def _inspect(self, docker: aiodocker.Docker, config: DaemonConfig, watch: _Watch) -> dict | None:
         """The container's inspect data, retrying while the daemon is unreachable; None if it is gone."""
