@@ -1,9 +1,10 @@
 """P2: how many containers one triggerer process can watch.
 
 N ``ContainerTrigger.run()`` coroutines run concurrently in one asyncio loop, as the triggerer
-runs them, against N running containers that exit close together at known times. Measured:
-RSS over the idle baseline, CPU while waiting, and exit -> event delay (container FinishedAt
-to the event reaching the loop). ``shared=False`` gives each trigger its own client (a distinct
+runs them, against N running containers that, once all are watched and an idle window is
+measured, are made to exit at a fixed rate (SIGUSR1). Measured: RSS over the idle baseline, CPU
+while waiting, and exit -> event delay (container FinishedAt to the event reaching the loop),
+split into the daemon's share (its own "die" event) and ours. ``shared=False`` gives each trigger its own client (a distinct
 config fingerprint) to show what sharing is worth.
 """
 
@@ -29,8 +30,9 @@ from remote_docker.hook import TLS_BUFFER_ENV
 from remote_docker.triggers import ContainerTrigger
 
 IDLE_WINDOW = 10.0  # seconds of pure waiting measured for CPU and memory
-# Containers exit this many per second from a known time. All at once measures dockerd instead:
-# it takes ~5 s to process 300 exits landing in one second on 2 cores (its own die events lag as much).
+# Once all are watched and the idle window is measured, containers are made to exit this many per
+# second. All at once measures dockerd instead: it takes ~5 s to process 300 exits landing in one
+# second on 2 cores (its own die events lag as much).
 EXIT_RATE = 20.0
 TUNED_TLS_BUFFER_KB = 32
 
@@ -40,13 +42,13 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start_containers(daemon: Daemon, n: int, exit_at: float) -> list[str]:
-    """Container ``i`` exits at ``exit_at + i / EXIT_RATE``."""
+def start_containers(daemon: Daemon, n: int) -> list[str]:
+    """N containers that print a line and wait, without using CPU, until they get SIGUSR1."""
     client = daemon.client()
+    script = "trap 'echo exiting; exit 0' USR1; echo started; sleep 86400 & wait"
 
     def start(i: int) -> str:
-        wait = max(1.0, exit_at + i / EXIT_RATE - time.time())
-        body = {"Image": "rd-test/busybox:latest", "Cmd": ["sh", "-c", f"echo started {i}; sleep {wait:.2f}; echo exiting {i}"],
+        body = {"Image": "rd-test/busybox:latest", "Cmd": ["sh", "-c", script],
                 "Labels": {"rd-bench": "p2"}, "HostConfig": {"NetworkMode": "none"}}
         container_id = client.api.create_container_from_config(body)["Id"]
         client.api.start(container_id)
@@ -56,6 +58,21 @@ def start_containers(daemon: Daemon, n: int, exit_at: float) -> list[str]:
         ids = list(pool.map(start, range(n)))
     client.close()
     return ids
+
+
+async def release(daemon: Daemon, ids: list[str]) -> None:
+    """Make the containers exit, EXIT_RATE per second (container i at i / EXIT_RATE s)."""
+    from remote_docker.hook import make_async_client
+
+    docker = make_async_client(daemon.config())
+    began = time.monotonic()
+    try:
+        for i, container_id in enumerate(ids):
+            await asyncio.sleep(max(0.0, began + i / EXIT_RATE - time.monotonic()))
+            async with docker._query(f"containers/{container_id}/kill", method="POST", params={"signal": "USR1"}):
+                pass
+    finally:
+        await docker.close()
 
 
 def remove_containers(daemon: Daemon) -> None:
@@ -118,6 +135,7 @@ async def watch_all(daemon: Daemon, ids: list[str], shared: bool) -> tuple[dict[
     await asyncio.sleep(IDLE_WINDOW)
     cpu_after, wall_after = process.cpu_times(), time.monotonic()
     still_waiting = sum(1 for t in tasks if not t.done())
+    await release(daemon, ids)
     await asyncio.gather(*tasks)
     listener.cancel()
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / (wall_after - wall_before)
@@ -134,9 +152,7 @@ async def watch_all(daemon: Daemon, ids: list[str], shared: bool) -> tuple[dict[
 
 def run_one(daemon: Daemon, n: int, shared: bool) -> dict:
     _raise_fd_limit()
-    start_budget = 0.12 * n + 15  # time to start them all, then an idle window before they exit
-    exit_at = time.time() + start_budget + 25 + IDLE_WINDOW
-    ids = start_containers(daemon, n, exit_at)
+    ids = start_containers(daemon, n)
     try:
         logging.getLogger("remote_docker").setLevel(logging.WARNING)  # container lines: not the point here
         arrivals, died, figures = asyncio.run(watch_all(daemon, ids, shared))
