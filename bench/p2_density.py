@@ -144,7 +144,7 @@ async def watch_all(daemon: Daemon, ids: list[str], shared: bool) -> tuple[dict[
         "waiting_rss_mb": round(waiting_rss, 1),
         "rss_over_baseline_mb": round(waiting_rss - baseline, 1),
         "kb_per_container": round((waiting_rss - baseline) * 1000 / len(ids), 1),
-        "cpu_percent_of_one_core_waiting": round(cpu * 100, 2),
+        "cpu_percent_of_one_core_waiting": round(max(cpu, 0.0) * 100, 2),
         "triggers_still_waiting_during_window": still_waiting,
         "events_not_exited": sum(1 for s in statuses.values() if s != "exited"),
     }

@@ -522,11 +522,13 @@ class RemoteDockerOperator(BaseOperator):
             if exit_code != 0 and event.get("ended_while_unreachable"):
                 raise AirflowException(self._daemon_restart_line(container_id, exit_code, event["ended_while_unreachable"]))
             if exit_code != 0:
-                oom = ", OOMKilled: it ran out of memory (raise mem_limit)" if state.get("OOMKilled") else ""
-                if not oom and event.get("kill_signal"):
-                    oom = f", after a kill (signal {event['kill_signal']}) from outside the task: docker stop/kill on the daemon"
+                cause = ""
+                if state.get("OOMKilled"):
+                    cause = ", OOMKilled: it ran out of memory (raise mem_limit)"
+                elif event.get("kill_signal"):
+                    cause = f", after a kill (signal {event['kill_signal']}) from outside the task: docker stop/kill on the daemon"
                 raise AirflowException(
-                    f"container {container_id[:12]} ({self.image}) exited with code {exit_code}{oom}{self._tail_text(event)}"
+                    f"container {container_id[:12]} ({self.image}) exited with code {exit_code}{cause}{self._tail_text(event)}"
                 )
             result = self._result(container_id, event)
             succeeded = True
@@ -540,11 +542,15 @@ class RemoteDockerOperator(BaseOperator):
             live_restore = self._daemon_call("asking", self.api.info).get("LiveRestoreEnabled")
         except (docker.errors.DockerException, DaemonError):
             live_restore = None
-        why = {False: "live-restore is off there, so a daemon restart stops every container",
-               True: "the daemon was restarted or its containers stopped"}.get(live_restore, "the daemon was restarted")
+        if live_restore is True:
+            why = "the daemon was restarted or stopped, and its containers with it; a retry starts a fresh container"
+        else:
+            why = ("live-restore is off there, so a daemon restart stops every container" if live_restore is False
+                   else "the daemon was restarted")
+            why += ("; a retry starts a fresh container (enable live-restore in the daemon's config to keep "
+                    "containers running across restarts)")
         return (f"container {container_id[:12]} ({self.image}) stopped with code {exit_code} while the daemon at "
-                f"{self.hook.config.url} was unreachable ({began}-{ended} UTC): {why}; a retry starts a fresh "
-                "container (enable live-restore in the daemon's config to keep containers running across restarts)")
+                f"{self.hook.config.url} was unreachable ({began}-{ended} UTC): {why}")
 
     def _drop_log_checkpoint(self, context: Context) -> None:
         """The trigger's log checkpoint (an XCom of this task instance) has served its purpose."""
