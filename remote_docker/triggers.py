@@ -53,6 +53,11 @@ MIN_REDACTED_LENGTH = 5
 # How long a daemon may keep answering after it stopped a container as it shuts down: it waits
 # for every container's stop timeout (10 s by default) before it closes its API.
 SHUTDOWN_WATCH_SECONDS = 20.0
+# In a triggerer, trigger log lines reach the task's log file through the triggerer's supervisor, which
+# reads them 4 KiB at a time and closes the file as soon as it hears the trigger finished: lines still
+# queued then go to the triggerer's own output instead (Airflow 3.3; seen under load with the last
+# line of a container). Firing this much after the last line lets the queue drain first.
+LOG_DRAIN_SECONDS = 1.0
 # XCom key (of the task instance itself) where a running trigger records how far it has logged,
 # so a trigger started after a triggerer crash or hand-over resumes there instead of at the start.
 CHECKPOINT_KEY = "remote_docker_log_checkpoint"
@@ -259,10 +264,13 @@ class ContainerTrigger(BaseTrigger):
         finally:
             if checkpointing:
                 checkpointing.cancel()
-        if self.not_before and (early := self.not_before - time.time()) > 0:
+        pause = LOG_DRAIN_SECONDS if getattr(self, "task_instance", None) is not None else 0.0
+        if self.not_before:
             # Airflow 3.3 can fail a task whose trigger fires right after deferral: the scheduler may
             # drain the worker's stale defer-exit event after the resumed try started (apache/airflow#72716).
-            await asyncio.sleep(early)
+            pause = max(pause, self.not_before - time.time())
+        if pause > 0:
+            await asyncio.sleep(pause)
         yield TriggerEvent(event)
 
     async def _resume_from_checkpoint(self, checkpoints: _Checkpoints, watch: _Watch) -> None:
