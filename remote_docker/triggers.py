@@ -56,7 +56,7 @@ SHUTDOWN_WATCH_SECONDS = 20.0
 # In a triggerer, trigger log lines reach the task's log file through the triggerer's supervisor, which
 # reads them 4 KiB at a time and closes the file as soon as it hears the trigger finished: lines still
 # queued then go to the triggerer's own output instead (Airflow 3.3; seen under load with the last
-# line of a container). Firing this much after the last line lets the queue drain first.
+# line of a container). Firing no sooner than this after the last line lets the queue drain first.
 LOG_DRAIN_SECONDS = 1.0
 # XCom key (of the task instance itself) where a running trigger records how far it has logged,
 # so a trigger started after a triggerer crash or hand-over resumes there instead of at the start.
@@ -150,6 +150,7 @@ class _Watch:
     in_long_line: set[int] = field(default_factory=set)  # streams in the middle of an over-long line
     secrets: list[str] | None = None  # private_environment values, read from the container itself
     out: Any = None  # the logger the container's lines go to
+    last_line_at: float | None = None  # monotonic time of the last line logged
     unreachable_since: float | None = None  # monotonic
     outages: list[list[float]] = field(default_factory=list)  # [began, ended] wall times, daemon unreachable
 
@@ -264,7 +265,9 @@ class ContainerTrigger(BaseTrigger):
         finally:
             if checkpointing:
                 checkpointing.cancel()
-        pause = LOG_DRAIN_SECONDS if getattr(self, "task_instance", None) is not None else 0.0
+        pause = 0.0
+        if getattr(self, "task_instance", None) is not None and watch.last_line_at is not None:
+            pause = LOG_DRAIN_SECONDS - (time.monotonic() - watch.last_line_at)
         if self.not_before:
             # Airflow 3.3 can fail a task whose trigger fires right after deferral: the scheduler may
             # drain the worker's stale defer-exit event after the resumed try started (apache/airflow#72716).
@@ -412,6 +415,7 @@ class ContainerTrigger(BaseTrigger):
             watch.in_long_line.discard(line.stream)
             watch.counts[name] += 1
         text = line.text
+        watch.last_line_at = time.monotonic()
         if watch.secrets:
             watch.tail.append((name, _redact(text[:2000], watch.secrets)))
         else:
