@@ -96,10 +96,9 @@ class _Checkpoints:
 
     @classmethod
     def for_trigger(cls, trigger: ContainerTrigger) -> _Checkpoints | None:
-        task_instance = getattr(trigger, "task_instance", None)  # set by the triggerer; absent when run inline
-        if not trigger.checkpoint_interval or task_instance is None:
+        if not trigger.checkpoint_interval or trigger.task_instance_in_triggerer is None:
             return None
-        return cls(task_instance, trigger.log)
+        return cls(trigger.task_instance_in_triggerer, trigger.log)
 
     def _where(self) -> dict[str, Any]:
         ti = self.ti
@@ -232,6 +231,12 @@ class ContainerTrigger(BaseTrigger):
     def _hook(self) -> RemoteDockerHook:
         return RemoteDockerHook(self.remote_docker_conn_id, **self.hook_params)
 
+    @property
+    def task_instance_in_triggerer(self) -> Any | None:
+        """The task instance a triggerer sets before ``run()``; None when the trigger runs inline
+        (``dags test``, ``deferrable=False``): then there is no checkpoint store and no log race."""
+        return getattr(self, "task_instance", None)
+
     # ------------------------------------------------------------------ run
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -266,7 +271,7 @@ class ContainerTrigger(BaseTrigger):
             if checkpointing:
                 checkpointing.cancel()
         pause = 0.0
-        if getattr(self, "task_instance", None) is not None and watch.last_line_at is not None:
+        if self.task_instance_in_triggerer is not None and watch.last_line_at is not None:
             pause = LOG_DRAIN_SECONDS - (time.monotonic() - watch.last_line_at)
         if self.not_before:
             # Airflow 3.3 can fail a task whose trigger fires right after deferral: the scheduler may
