@@ -26,7 +26,7 @@ import aiohttp
 import psutil
 from common import Daemon, Result, rss_mb, summary
 
-from remote_docker.hook import TLS_BUFFER_ENV
+from remote_docker.clients import TLS_BUFFER_ENV
 from remote_docker.triggers import ContainerTrigger
 
 IDLE_WINDOW = 10.0  # seconds of pure waiting measured for CPU and memory
@@ -62,7 +62,7 @@ def start_containers(daemon: Daemon, n: int) -> list[str]:
 
 async def release(daemon: Daemon, ids: list[str]) -> None:
     """Make the containers exit, EXIT_RATE per second (container i at i / EXIT_RATE s)."""
-    from remote_docker.hook import make_async_client
+    from remote_docker.clients import make_async_client
 
     docker = make_async_client(daemon.config())
     began = time.monotonic()
@@ -106,7 +106,7 @@ async def watch_all(daemon: Daemon, ids: list[str], shared: bool) -> tuple[dict[
     died: dict[str, float] = {}  # when the daemon's own "die" event for a container reached us
 
     async def daemon_die_events() -> None:
-        from remote_docker.hook import make_async_client
+        from remote_docker.clients import make_async_client
 
         docker = make_async_client(daemon.config())
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import Daemon, PeakRSS, Result
 
-from remote_docker.hook import make_async_client
+from remote_docker.clients import make_async_client
 from remote_docker.triggers import ContainerTrigger
 
 LINE = 100  # bytes per line including the newline

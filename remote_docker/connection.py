@@ -28,12 +28,29 @@ DEFAULT_CONN_ID = "remote_docker_default"
 DEFAULT_TLS_PORT = 2376
 DEFAULT_TIMEOUT = 60.0
 TLS_FILES = ("ca_cert", "client_cert", "client_key")
+# Operator / hook arguments (the official DockerOperator's names) -> the connection extra each overrides.
+# ``docker_url`` overrides the connection's host.
+CONNECTION_OVERRIDES = {
+    "tls_ca_cert": "ca_cert",
+    "tls_client_cert": "client_cert",
+    "tls_client_key": "client_key",
+    "tls_verify": "tls_verify",
+    "tls_hostname": "tls_hostname",
+    "api_version": "api_version",
+    "timeout": "timeout",
+}
+OVERRIDE_ARGUMENTS = ("docker_url", *CONNECTION_OVERRIDES)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 class DaemonConfigError(ValueError):
     """The daemon connection is not usable as configured; the message names what and the fix."""
+
+
+def is_inline_pem(value: Any) -> bool:
+    """A certificate or key given as the PEM text itself rather than a file path."""
+    return isinstance(value, str) and "-----BEGIN" in value
 
 
 def parse_bool(value: Any, what: str) -> bool:
@@ -56,7 +73,7 @@ class PemSource:
 
     @property
     def is_inline(self) -> bool:
-        return "-----BEGIN" in self.value
+        return is_inline_pem(self.value)
 
     def describe(self) -> str:
         return f"{self.origin} (inline PEM)" if self.is_inline else f"{self.origin} file {self.value}"

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from remote_docker import container_runner
+from remote_docker.compat import AirflowException, AirflowFailException
+from remote_docker.events import WatchEnd
 from remote_docker.operators import RemoteDockerOperator
 
 if TYPE_CHECKING:
@@ -121,17 +122,18 @@ class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if self.serializer == "cloudpickle":
             self._codec()  # its reducers must be importable before the result is unpickled
-        try:
-            return super().execute_complete(context, event)
-        except AirflowException as err:
-            # the runner's own one-line diagnosis beats "exited with code 97"
-            for _, line in reversed(event.get("tail") or []):
-                if line.startswith(container_runner.ERROR_PREFIX):
-                    raise AirflowFailException(line.removeprefix(container_runner.ERROR_PREFIX)) from None
-            raise err from None
+        return super().execute_complete(context, event)
 
-    def _missing_executable_line(self, message: str) -> str:
-        return (f"{self.image} has no {self.python_command!r} ({message}); use an image with Python, "
+    def explain_failure(self, err: AirflowException, end: WatchEnd) -> AirflowException:
+        """The runner's own one-line diagnosis beats "exited with code 97"."""
+        for _, line in reversed(end.log.tail):
+            if line.startswith(container_runner.ERROR_PREFIX):
+                return AirflowFailException(line.removeprefix(container_runner.ERROR_PREFIX))
+        return err
+
+    @property
+    def missing_executable(self) -> str:
+        return (f"{{image}} has no {self.python_command!r} ({{message}}); use an image with Python, "
                 "or set python_command to its interpreter")
 
 

@@ -1,206 +1,41 @@
-"""``RemoteDockerHook``: clients for a Docker daemon reached over mutual TLS.
+"""``RemoteDockerHook``: one Docker daemon reached over mutual TLS, as an Airflow hook.
 
 One ``DaemonConfig`` is resolved from the Airflow connection (or Docker's environment, or
-operator overrides) and both clients are made from it:
-
-* ``async_client()``: an ``aiodocker.Docker`` shared by every caller in the same event loop
-  that uses the same daemon and credentials: one SSL context, one unbounded connection
-  pool. This is what lets one triggerer watch many containers.
-* ``get_conn()``: a docker-py ``DockerClient`` whose TLS is pinned to our CA through our own
-  SSL context, immune to ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+operator overrides); ``engine()`` gives the engine layer over the event loop's shared
+client for it. The hook also owns what an image needs before a container can start:
+registry credentials from a ``docker`` connection, and the pull with its progress summary.
 """
 
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto
 import datetime as dt
-import logging
-import os
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiodocker
-import aiohttp
 import docker
-import requests
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from airflow.sdk import BaseHook
-from requests.adapters import HTTPAdapter
 
+from remote_docker.clients import MIN_API_VERSION, make_sync_client, shared_async_client
 from remote_docker.connection import (
+    CONNECTION_OVERRIDES,
     DEFAULT_CONN_ID,
     DaemonConfig,
     DaemonConfigError,
     build_config,
     config_from_environment,
+    is_inline_pem,
 )
-from remote_docker.errors import DaemonError, explain
+from remote_docker.engine import Engine, EngineError
+from remote_docker.errors import DaemonError
 
-log = logging.getLogger(__name__)
-
-# Operator arguments that override the connection, passed to the hook (and the trigger) as they are.
-HOOK_OVERRIDES = ("docker_url", "tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify", "tls_hostname",
-                  "api_version", "timeout")
-
-# Engine API 1.41 is Docker 20.10, the oldest engine we test against; it has everything we use.
-MIN_API_VERSION = "1.41"
+PULL_POLICIES = ("missing", "always", "never")
 
 
-# --------------------------------------------------------------------------- docker-py (sync)
-
-
-class _PinnedTLSAdapter(HTTPAdapter):
-    """requests adapter that uses our SSL context and nothing else.
-
-    requests would otherwise load REQUESTS_CA_BUNDLE / certifi into the context and trust
-    public CAs for the daemon, or replace our CA outright (docker-py #2672).
-    """
-
-    def __init__(self, config: DaemonConfig, pool_size: int = 10) -> None:
-        self._ssl_context = config.ssl_context()
-        self._server_hostname = config.tls.hostname if config.tls else None
-        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size)
-
-    def _tls_pool_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"ssl_context": self._ssl_context}
-        if self._server_hostname:
-            kwargs["server_hostname"] = self._server_hostname
-            kwargs["assert_hostname"] = self._server_hostname
-        elif self._server_hostname == "":
-            kwargs["assert_hostname"] = False
-        return kwargs
-
-    def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
-        super().init_poolmanager(*args, **pool_kwargs, **self._tls_pool_kwargs())
-
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):
-        host_params, _ = super().build_connection_pool_key_attributes(request, False, None)
-        return host_params, self._tls_pool_kwargs()
-
-    def cert_verify(self, conn, url, verify, cert) -> None:
-        """Our context already holds the CA and the client certificate; add nothing to it."""
-
-
-def make_sync_client(config: DaemonConfig) -> docker.DockerClient:
-    """A docker-py client for ``config``; it makes no request until used."""
-    version = config.api_version or MIN_API_VERSION
-    if config.url.startswith("https://"):
-        client = docker.DockerClient(base_url=config.url, version=version, timeout=config.timeout, tls=False)
-        client.api.mount("https://", _PinnedTLSAdapter(config))
-    else:
-        client = docker.DockerClient(base_url=config.url, version=version, timeout=config.timeout)
-    client.api.trust_env = False  # no proxies or CA bundles from the environment
-    return client
-
-
-# --------------------------------------------------------------------------- aiodocker (async)
-
-
-class _PinnedResolver(AbstractResolver):
-    """Resolve the TLS name (tls_hostname) to the daemon's real host, so the certificate is
-    checked against that name while the connection goes to the configured address."""
-
-    def __init__(self, alias: str, real_host: str) -> None:
-        self._alias, self._real_host = alias, real_host
-        self._resolver = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: int = 0):
-        addresses = await self._resolver.resolve(self._real_host if host == self._alias else host, port, family)
-        return [{**address, "hostname": host} for address in addresses]
-
-    async def close(self) -> None:
-        await self._resolver.close()
-
-
-TLS_BUFFER_ENV = "REMOTE_DOCKER_TLS_READ_BUFFER_KB"
-
-
-def tls_read_buffer_bytes(value: str | None) -> int | None:
-    """``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` as bytes; None when unset. Raises ValueError with the fix."""
-    if value is None or not value.strip():
-        return None
-    if not value.strip().isdigit() or not 16 <= int(value) <= 256:
-        raise ValueError(f"{TLS_BUFFER_ENV}={value!r} is not valid; use a whole number of KiB from 16 to 256 (asyncio's default is 256)")
-    return int(value) * 1024
-
-
-def _apply_tls_read_buffer() -> None:
-    """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (``SSLProtocol.max_size``):
-    most of what watching one container costs. A triggerer watching many can shrink it for the whole
-    process by setting ``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` (see docs/deployment.md)."""
-    try:
-        size = tls_read_buffer_bytes(os.environ.get(TLS_BUFFER_ENV))
-    except ValueError as err:
-        log.warning("%s; keeping asyncio's default", err)
-        return
-    if size:
-        asyncio.sslproto.SSLProtocol.max_size = size
-
-
-def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
-    """An aiodocker client for ``config`` that owns its connector (closed by ``close_async_client``)."""
-    api_version = f"v{(config.api_version or MIN_API_VERSION).lstrip('v')}"
-    if config.is_unix:
-        connector = aiohttp.UnixConnector(path=urlsplit(config.url).path, limit=0)
-        return aiodocker.Docker(url="unix://localhost", connector=connector, api_version=api_version)
-    url = config.url
-    resolver = None
-    if config.tls and config.tls.hostname:
-        parts = urlsplit(url)
-        url = f"{parts.scheme}://{config.tls.hostname}:{parts.port}"
-        resolver = _PinnedResolver(config.tls.hostname, config.host.strip("[]"))
-    _apply_tls_read_buffer()
-    # limit=0: the default of 100 connections makes watcher 101+ queue behind the others.
-    connector = aiohttp.TCPConnector(ssl=config.ssl_context() or False, limit=0, resolver=resolver)
-    return aiodocker.Docker(url=url, connector=connector, api_version=api_version)
-
-
-async def close_async_client(client: aiodocker.Docker) -> None:
-    await client.close()
-    await client.connector.close()
-
-
-@dataclass
-class _Shared:
-    client: aiodocker.Docker
-    users: int = 0
-
-
-# event loop -> config fingerprint -> shared client; loops that end take their entries with them.
-_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Shared]] = weakref.WeakKeyDictionary()
-
-
-@asynccontextmanager
-async def shared_async_client(config: DaemonConfig) -> AsyncIterator[aiodocker.Docker]:
-    """Borrow the loop's client for ``config``; the last borrower to leave closes it."""
-    clients = _SHARED.setdefault(asyncio.get_running_loop(), {})
-    key = config.fingerprint
-    entry = clients.get(key)
-    if entry is None:
-        entry = clients[key] = _Shared(make_async_client(config))
-    entry.users += 1
-    try:
-        yield entry.client
-    finally:
-        entry.users -= 1
-        if entry.users == 0 and clients.get(key) is entry:
-            del clients[key]
-            await close_async_client(entry.client)
-
-
-def shared_client_count() -> int:
-    """How many shared async clients the running loop holds (for tests and benchmarks)."""
-    return len(_SHARED.get(asyncio.get_running_loop(), {}))
-
-
-# --------------------------------------------------------------------------- the hook
+class ImageError(Exception):
+    """The image can't be had on the daemon; the message names the image, the registry and the fix."""
 
 
 def normalize_extras(extras: dict[str, Any], conn_type: str) -> dict[str, Any]:
@@ -212,7 +47,7 @@ def normalize_extras(extras: dict[str, Any], conn_type: str) -> dict[str, Any]:
 def _mask_inline_keys(extras: dict[str, Any]) -> None:
     """A private key pasted as PEM must never show in logs or rendered fields."""
     value = extras.get("client_key")
-    if isinstance(value, str) and "-----BEGIN" in value:
+    if is_inline_pem(value):
         from airflow.sdk.log import mask_secret
 
         mask_secret(value)
@@ -255,20 +90,10 @@ class RemoteDockerHook(BaseHook):
     ) -> None:
         super().__init__()
         self.remote_docker_conn_id = remote_docker_conn_id
-        self.overrides: dict[str, Any] = {
-            key: value
-            for key, value in {
-                "ca_cert": tls_ca_cert,
-                "client_cert": tls_client_cert,
-                "client_key": tls_client_key,
-                "tls_verify": tls_verify,
-                "tls_hostname": tls_hostname,
-                "api_version": api_version,
-                "timeout": timeout,
-            }.items()
-            if value is not None
-        }
         self.docker_url = docker_url
+        given = {"tls_ca_cert": tls_ca_cert, "tls_client_cert": tls_client_cert, "tls_client_key": tls_client_key,
+                 "tls_verify": tls_verify, "tls_hostname": tls_hostname, "api_version": api_version, "timeout": timeout}
+        self.overrides = {CONNECTION_OVERRIDES[name]: value for name, value in given.items() if value is not None}
 
     # -- configuration
 
@@ -294,7 +119,8 @@ class RemoteDockerHook(BaseHook):
             host = f"{connection.schema}://{host}"
         return build_config(host=host, port=connection.port, extras=extras, source=f"connection {conn_id!r}")
 
-    def _lookup_error(self, err: Exception) -> bool:
+    @staticmethod
+    def _lookup_error(err: Exception) -> bool:
         return type(err).__name__ in ("AirflowNotFoundException", "NotFound") or "isn't defined" in str(err)
 
     @cached_property
@@ -324,35 +150,71 @@ class RemoteDockerHook(BaseHook):
 
     # -- clients
 
+    @asynccontextmanager
+    async def engine(self) -> AsyncIterator[Engine]:
+        """The engine layer for this daemon, over the event loop's shared client."""
+        config = await self.aconfig()
+        async with shared_async_client(config) as client:
+            yield Engine(client, config)
+
     def get_conn(self) -> docker.DockerClient:
+        """A docker-py client pinned to our TLS material, for users' own code."""
         return self.client
 
     @cached_property
     def client(self) -> docker.DockerClient:
         return make_sync_client(self.config)
 
-    @asynccontextmanager
-    async def async_client(self) -> AsyncIterator[aiodocker.Docker]:
-        async with shared_async_client(await self.aconfig()) as client:
-            yield client
+    # -- images
+
+    @staticmethod
+    def registry_auth(docker_conn_id: str | None) -> dict[str, str] | None:
+        """Registry credentials from an Airflow ``docker`` connection (the official operator's docker_conn_id)."""
+        if not docker_conn_id:
+            return None
+        connection = BaseHook.get_connection(docker_conn_id)
+        if not connection.login:
+            raise ImageError(f"docker_conn_id {docker_conn_id!r} has no login; set the registry user and password")
+        registry = connection.host or ""
+        if connection.port and ":" not in registry.split("/")[-1]:
+            registry = f"{registry}:{connection.port}"
+        return {"username": connection.login, "password": connection.password or "", "serveraddress": registry}
+
+    @staticmethod
+    async def ensure_image(engine: Engine, image: str, policy: str, auth: dict[str, str] | None, log: Any) -> None:
+        """Make ``image`` present on the daemon per ``policy`` (missing / always / never)."""
+        if policy != "always" and await engine.image_present(image):
+            return
+        if policy == "never":
+            raise ImageError(f"image {image} is not on the daemon at {engine.url} and pull='never'; "
+                             "load or pull it there first, or use pull='missing'")
+        registry = _registry_of(image)
+        log.info("Pulling %s from %s", image, registry)
+        layer_states: dict[str, str] = {}
+        try:
+            async for item in engine.pull(image, auth):
+                layer, status = item.get("id"), item.get("status", "")
+                if layer and layer_states.get(layer) != status and status not in ("Downloading", "Extracting"):
+                    layer_states[layer] = status
+                    log.info("%s: %s", layer, status)
+                elif not layer and status:
+                    log.info("%s", status)
+        except EngineError as err:
+            if err.unreachable:
+                raise
+            hint = "check docker_conn_id's login and password" if auth else \
+                "check the image name, or set docker_conn_id for a private registry"
+            raise ImageError(f"pulling {image} from {registry} failed: {err.detail[:300]}; {hint}") from None
 
     # -- checks
 
     def ping(self) -> dict[str, Any]:
         """The daemon's version document, or a DaemonError naming the URL and the fix."""
-        try:
-            return self.client.version()
-        except (requests.RequestException, docker.errors.DockerException, OSError) as err:
-            raise DaemonError(explain(err, self.config)) from None
+        return asyncio.run(self.aping())
 
     async def aping(self) -> dict[str, Any]:
-        """``ping`` through the shared async client."""
-        config = await self.aconfig()
-        try:
-            async with self.async_client() as client:
-                return await asyncio.wait_for(client.version(), config.timeout)
-        except (aiohttp.ClientError, aiodocker.DockerError, OSError, asyncio.TimeoutError) as err:
-            raise DaemonError(explain(err, config)) from None
+        async with self.engine() as engine:
+            return await engine.version()
 
     def diagnose(self) -> dict[str, str]:
         """What ``remote-docker doctor`` prints."""
@@ -362,7 +224,8 @@ class RemoteDockerHook(BaseHook):
             "daemon": config.url,
             "source": config.source,
             "docker version": version.get("Version", "?"),
-            "api version": f"{version.get('ApiVersion', '?')} (min {version.get('MinAPIVersion', '?')}; we speak {self.client.api.api_version})",
+            "api version": f"{version.get('ApiVersion', '?')} (min {version.get('MinAPIVersion', '?')}; "
+                           f"we speak {config.api_version or MIN_API_VERSION})",
             "os/arch": f"{version.get('Os', '?')}/{version.get('Arch', '?')}",
         }
         if config.tls:
@@ -408,3 +271,11 @@ class RemoteDockerHook(BaseHook):
         except (DaemonError, DaemonConfigError) as err:
             return False, str(err)
         return True, f"Connected to Docker {version.get('Version')} (API {version.get('ApiVersion')}) at {self.config.url}"
+
+
+def _registry_of(image: str) -> str:
+    """The registry host of an image reference (docker.io when it names none)."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 STDOUT, STDERR = 1, 2
 _HEADER = struct.Struct(">BxxxL")
@@ -204,9 +205,143 @@ def decode_line(raw: bytes | bytearray) -> str:
     return bytes(raw).decode("utf-8", errors="replace")
 
 
-def split_lines(chunks: Iterable[bytes]) -> list[str]:
-    """All lines of one plain (already demultiplexed) stream."""
-    splitter = LineSplitter()
-    lines = [line.text for chunk in chunks for line in splitter.feed(STDOUT, chunk)]
-    lines += [line.text for line in splitter.flush()]
-    return lines
+async def stdout_lines(chunks: AsyncIterable[bytes], tty: bool = False) -> list[str]:
+    """All stdout lines of a non-follow ``/logs`` read (``timestamps=1``, stdout only)."""
+    decoder, splitter, lines = FrameDecoder(tty=tty), LineSplitter(), []
+    async for chunk in chunks:
+        for stream, payload in decoder.feed(chunk):
+            lines += [line.text for line in splitter.feed(stream, split_timestamp(payload)[1])]
+    if tty and (rest := decoder.leftover()):
+        lines += [line.text for line in splitter.feed(STDOUT, split_timestamp(rest)[1])]
+    return lines + [line.text for line in splitter.flush()]
+
+
+# A line longer than this is logged in pieces of this size (nothing is dropped); memory stays bounded.
+MAX_LINE_BYTES = 4 * 1024 * 1024
+# The last stdout line travels in the event (it is the default XCom) up to this size;
+# a longer one is re-read by the worker from the daemon.
+MAX_EVENT_LINE_BYTES = 1024 * 1024
+# Shorter private_environment values are not redacted (Airflow's masker does the same with
+# [logging] min_length_masked_secret): "1" would otherwise turn every 1 in the output into ***.
+MIN_REDACTED_LENGTH = 5
+_TAIL_CHARS = 2000
+
+
+# A container's own lines are logged under this name, on a worker and in a triggerer alike, so they
+# can be told apart from the provider's messages (routing to the task's log is by context, not name).
+CONTAINER_LOGGER = "remote_docker.container"
+
+
+def container_log() -> Any:
+    """The logger for a container's lines, bound once: structlog's lazy proxy would rebuild it per line."""
+    import structlog
+
+    return structlog.get_logger(CONTAINER_LOGGER).bind()
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+@dataclass
+class LogSummary:
+    """What the end of a watch reports about the container's output."""
+
+    last_stdout_line: str | None = None
+    last_line_in_event: bool = True  # False: the worker must read the last line back from the daemon
+    tail: list[list[str]] = field(default_factory=list)  # [stream, text] pairs, redacted
+    lines: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+
+
+class LogFollower:
+    """A container's log, turned into task-log lines: one record per line, stdout as INFO and
+    stderr as WARNING, ``private_environment`` values redacted in every line, a bounded tail
+    and the last stdout line kept for the result, and a cursor to resume from."""
+
+    def __init__(self, out: Any, cursor: LogCursor | None = None, *, tty: bool = False, tail_lines: int = 20,
+                 counts: dict[str, int] | None = None) -> None:
+        self.out = out  # logger with .info / .warning, bound once (structlog's proxy rebuilds per call)
+        self.cursor = cursor or LogCursor()
+        self.tty = tty
+        self.splitter = LineSplitter(max_line_bytes=MAX_LINE_BYTES)
+        self.tail: deque[tuple[str, str]] = deque(maxlen=tail_lines)
+        self.counts = {"stdout": 0, "stderr": 0, **(counts or {})}
+        self.secrets: list[str] = []
+        self.last_stdout: str | None = None
+        self.last_stdout_whole = True
+        self.last_stdout_private = False
+        self.last_stdout_unknown = False  # resumed mid-log and no stdout line since
+        self.last_line_at: float | None = None  # monotonic time of the last line logged
+        self._in_long_line: set[int] = set()  # streams in the middle of an over-long line
+        self._decoder = FrameDecoder(tty=tty)
+
+    def keep_secret(self, value: str) -> None:
+        if len(value) >= MIN_REDACTED_LENGTH and value not in self.secrets:
+            self.secrets.append(value)
+
+    def resumed_midway(self) -> None:
+        """The log before the cursor was logged by someone else: the last stdout line is unknown here."""
+        self.last_stdout_unknown = True
+
+    # -- a pass over the stream
+
+    def start_pass(self) -> None:
+        """A new request from ``cursor.since_param()``; the daemon resends the overlap window once more."""
+        self.cursor.start_pass()
+        self._decoder = FrameDecoder(tty=self.tty)
+
+    def feed(self, chunk: bytes) -> None:
+        for stream, payload in self._decoder.feed(chunk):
+            self.feed_entry(stream, payload)
+
+    def end_pass(self) -> None:
+        if self.tty and (rest := self._decoder.leftover()):
+            self.feed_entry(STDOUT, rest)
+
+    def feed_entry(self, stream: int, payload: bytes) -> None:
+        stamp, message = split_timestamp(payload)
+        if stamp is None or self.cursor.admit(stamp, stream):
+            for line in self.splitter.feed(stream, message):
+                self._emit(line)
+
+    def flush(self) -> None:
+        """The container ended: its unterminated last lines are lines too."""
+        for line in self.splitter.flush():
+            self._emit(line)
+
+    # -- lines
+
+    def _emit(self, line: Line) -> None:
+        name = "stderr" if line.stream == STDERR else "stdout"  # a TTY's single stream counts as stdout
+        piece = line.continues or line.stream in self._in_long_line  # part of a line too long to log whole
+        if line.continues and line.stream not in self._in_long_line:
+            self._in_long_line.add(line.stream)
+            self.out.warning(f"The container wrote a {name} line longer than {MAX_LINE_BYTES:,} bytes: "
+                             "it is logged in pieces of that size.")
+        elif not line.continues:
+            self._in_long_line.discard(line.stream)
+            self.counts[name] += 1
+        text = redact(line.text, self.secrets) if self.secrets else line.text
+        self.last_line_at = time.monotonic()
+        self.tail.append((name, text[:_TAIL_CHARS]))
+        if line.stream == STDERR:
+            self.out.warning(text)
+            return
+        self.last_stdout = line.text
+        self.last_stdout_whole = not piece
+        self.last_stdout_unknown = False
+        self.last_stdout_private = text != line.text
+        self.out.info(text)
+
+    def summary(self) -> LogSummary:
+        last = self.last_stdout
+        fits = last is None or len(last.encode("utf-8", errors="replace")) <= MAX_EVENT_LINE_BYTES
+        # Otherwise the worker reads the last line back from the daemon: it was too long or logged in
+        # pieces, holds a private_environment value (events are stored in clear), or was logged before
+        # a triggerer restart.
+        in_event = fits and self.last_stdout_whole and not self.last_stdout_private and not self.last_stdout_unknown
+        return LogSummary(last_stdout_line=last if in_event else None, last_line_in_event=in_event,
+                          tail=[list(item) for item in self.tail], lines=dict(self.counts))

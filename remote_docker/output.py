@@ -10,7 +10,7 @@ import json
 import pickle
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import AsyncIterable
 from typing import Any, Literal
 
 OutputFormat = Literal["pickle", "json"]
@@ -31,11 +31,11 @@ def check_size(path: str, size: int, max_bytes: int) -> None:
         )
 
 
-def extract_single_file(chunks: Iterable[bytes], path: str, max_bytes: int) -> bytes:
+async def read_single_file(chunks: AsyncIterable[bytes], path: str, max_bytes: int) -> bytes:
     """The one regular file inside a ``GET /containers/{id}/archive`` tar stream."""
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
         received = 0
-        for chunk in chunks:
+        async for chunk in chunks:
             received += len(chunk)
             # tar adds headers and padding; allow for them before refusing
             if received > max_bytes + 1024 * 1024:

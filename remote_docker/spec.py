@@ -175,6 +175,7 @@ class ContainerSpec:
     tty: bool = False
     log_opts_max_size: str | None = None
     log_opts_max_file: str | int | None = None
+    container_name: str | None = None  # not part of the body: the create call's name parameter
 
     def create_body(self, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The ``POST /containers/create`` body. Docker's AutoRemove stays off: logs and files

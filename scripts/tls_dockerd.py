@@ -57,7 +57,7 @@ class RunningDaemon:
         return build_config(host=self.url, extras=self.extras(**more), source="test daemon")
 
     def client(self):
-        from remote_docker.hook import make_sync_client
+        from remote_docker.clients import make_sync_client
 
         return make_sync_client(self.config())
 

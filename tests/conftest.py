@@ -81,7 +81,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
 
 DAGS = ROOT / "tests" / "dags"
 _LOG_LINE = re.compile(r"^\S+Z \[(?P<level>\w+)\s*\] (?P<event>.*)$")
-_TRIGGER_LOGGER = " [remote_docker.triggers.ContainerTrigger]"
+_TRIGGER_LOGGER = " [remote_docker.container]"
 
 
 @dataclass

@@ -14,9 +14,10 @@ import pytest
 from conftest import Daemon, run_cli
 
 from remote_docker import certs
+from remote_docker.clients import TLS_BUFFER_ENV, shared_client_count, tls_read_buffer_bytes
 from remote_docker.connection import DaemonConfigError
 from remote_docker.errors import DaemonError
-from remote_docker.hook import TLS_BUFFER_ENV, RemoteDockerHook, shared_client_count, tls_read_buffer_bytes
+from remote_docker.hook import RemoteDockerHook
 
 
 def hook_for(daemon: Daemon, url: str | None = None, **overrides) -> RemoteDockerHook:
@@ -147,9 +148,9 @@ def test_inline_pem_connection(daemon: Daemon, monkeypatch) -> None:
 def test_async_clients_are_shared_per_loop(daemon: Daemon) -> None:
     async def scenario() -> tuple[int, int, bool]:
         first, second = hook_for(daemon), hook_for(daemon)
-        async with first.async_client() as a, second.async_client() as b:
+        async with first.engine() as a, second.engine() as b:
             during = shared_client_count()
-            same = a is b
+            same = a.docker is b.docker
             await asyncio.gather(*(a.version() for _ in range(20)))
         return during, shared_client_count(), same
 
@@ -164,8 +165,8 @@ def test_tls_read_buffer_setting_shrinks_every_connection_buffer(daemon: Daemon,
     monkeypatch.setenv(TLS_BUFFER_ENV, "32")
 
     async def versions() -> list[str]:
-        async with hook_for(daemon).async_client() as docker:
-            return [v["Version"] for v in await asyncio.gather(*(docker.version() for _ in range(5)))]
+        async with hook_for(daemon).engine() as engine:
+            return [v["Version"] for v in await asyncio.gather(*(engine.version() for _ in range(5)))]
 
     assert len(asyncio.run(versions())) == 5, "TLS works with the smaller buffer"
     assert asyncio.sslproto.SSLProtocol.max_size == 32 * 1024  # each new TLS connection allocates this much

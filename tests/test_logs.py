@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from remote_docker.logs import (
@@ -12,8 +13,8 @@ from remote_docker.logs import (
     LineSplitter,
     LogCursor,
     rfc3339_to_unix,
-    split_lines,
     split_timestamp,
+    stdout_lines,
 )
 
 
@@ -53,7 +54,12 @@ def test_multibyte_character_split_between_frames() -> None:
 
 
 def test_invalid_utf8_replaced_and_crlf() -> None:
-    assert split_lines([b"bad \xff\xfe\r\n", b"ok"]) == ["bad \ufffd\ufffd", "ok"]
+    async def chunks():
+        data = frame(STDOUT, b"2026-01-02T03:04:05.1Z bad \xff\xfe\r\n") + frame(STDOUT, b"2026-01-02T03:04:05.2Z ok")
+        yield data[:7]
+        yield data[7:]
+
+    assert asyncio.run(stdout_lines(chunks())) == ["bad \ufffd\ufffd", "ok"]
 
 
 def test_long_line_emitted_in_pieces_never_lost() -> None:

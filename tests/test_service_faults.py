@@ -33,7 +33,7 @@ from airflow_services import AirflowServices
 from conftest import BUSYBOX_IMAGE, ROOT, VENV_BIN, Daemon, containers_of
 from images import build
 
-from remote_docker.triggers import CHECKPOINT_LAG
+from remote_docker.checkpoints import LAG as CHECKPOINT_LAG
 
 DAGS = ROOT / "tests" / "fault_dags"
 sys.path.insert(0, str(DAGS))
@@ -144,7 +144,7 @@ def left_running(client: docker.DockerClient, dag_id: str, run_id: str) -> list[
     return [c["Id"][:12] for c in client.api.containers(filters={"label": labels})]
 
 
-_TRIGGER_LINE = re.compile(r"\] (?P<text>\S.*?)\s+\[remote_docker\.triggers\.ContainerTrigger\].* map_index=(?P<map>-?\d+) run_id=(?P<run>\S+)")
+_TRIGGER_LINE = re.compile(r"\] (?P<text>\S.*?)\s+\[remote_docker\.container\].* map_index=(?P<map>-?\d+) run_id=(?P<run>\S+)")
 
 
 def triggerer_output_lines(services: AirflowServices, dag_id: str, run_id: str) -> dict[int, set[str]]:

@@ -25,11 +25,11 @@ class PauseAfterStartOnFirstTry(RemoteDockerOperator):
         self._try_number = context["ti"].try_number
         return super().execute(context)
 
-    def _start(self, body):
-        container_id = super()._start(body)
+    async def _start(self, *args, **kwargs):
+        container_id = await super()._start(*args, **kwargs)
         if self._try_number == 1:
             (MARKERS / f"{self.task_id}.pid").write_text(str(os.getpid()))
-            time.sleep(120)
+            time.sleep(120)  # blocks the worker's loop on purpose: nothing else runs in it
         return container_id
 
 

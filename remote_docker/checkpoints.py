@@ -1,0 +1,117 @@
+"""Log checkpoints: how far a trigger has logged a container, kept as an XCom of its task instance.
+
+Trigger kwargs are fixed at deferral, so this is where a trigger leaves word for the one that
+replaces it after a triggerer crash or hand-over: the successor resumes the log at the
+checkpoint instead of replaying it from the start, and marks the spot. Both halves live here:
+
+* worker: ``begin`` writes a first record as the task defers (so a successor's first read
+  never misses whether one ran before) and ``end`` deletes it when the task resumes;
+* trigger: ``Checkpoints.load`` / ``save`` / ``keep`` while it watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from remote_docker.logs import LogFollower
+
+KEY = "remote_docker_log_checkpoint"
+# A checkpoint is written this long after the cursor it records was taken, so every line it
+# covers has certainly reached the log before a crash could lose it.
+LAG = 2.0
+
+
+def _where(ti: Any) -> dict[str, Any]:
+    return {"key": KEY, "dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+
+
+# ---------------------------------------------------------------------- the worker's half
+
+
+def begin(ti: Any, container_id: str) -> None:
+    """The task is about to defer watching ``container_id``."""
+    ti.xcom_push(KEY, {"container_id": container_id, "by": "worker"})
+
+
+def end(ti: Any, log: Any) -> None:
+    """The task resumed: the checkpoint has served its purpose."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    try:
+        XCom.delete(**_where(ti))
+    except Exception as err:  # it only costs a stray XCom
+        log.warning("Could not delete the log checkpoint XCom %s: %s", KEY, err)
+
+
+# ---------------------------------------------------------------------- the trigger's half
+
+
+class Checkpoints:
+    """The trigger's log cursor, saved as an XCom of its own task instance."""
+
+    def __init__(self, ti: Any, container_id: str, interval: float, log: Any) -> None:
+        self.ti = ti
+        self.container_id = container_id
+        self.interval = interval
+        self.log = log
+        self.broken = False
+
+    async def resume(self, follower: LogFollower) -> None:
+        """Continue where an earlier trigger of this try left off, or leave a first record."""
+        saved = await self._load()
+        # the worker leaves a first record at deferral ("by": "worker"); a trigger's own means one ran before
+        if saved and saved.get("container_id") == self.container_id and saved.get("by") == "trigger":
+            follower.cursor = type(follower.cursor).from_dict(saved["cursor"])
+            follower.counts.update(saved.get("lines") or {})
+            follower.resumed_midway()
+            self.log.warning(
+                "--- remote-docker: a new triggerer resumes this log at its checkpoint; lines the container wrote "
+                "after %s may appear twice (up to %gs of them) ---",
+                follower.cursor.since or "its start", self.interval + LAG,
+            )
+        else:
+            # a first checkpoint at once, so a successor knows it resumes (and says so) even if we die early
+            await self._save(follower.cursor.to_dict(), follower.counts)
+
+    async def keep(self, follower: LogFollower) -> None:
+        """Save the cursor every ``interval`` seconds (each ``LAG`` after it was taken) until cancelled."""
+        saved_since = follower.cursor.since
+        while True:
+            await asyncio.sleep(max(self.interval - LAG, 0.5))
+            cursor, counts = follower.cursor.to_dict(), dict(follower.counts)
+            if cursor["since"] == saved_since:
+                continue
+            await asyncio.sleep(LAG)
+            if not await self._save(cursor, counts):
+                return
+            saved_since = cursor["since"]
+
+    async def _load(self) -> dict | None:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        try:
+            saved = await XCom.aget_one(**_where(self.ti))
+        except Exception as err:  # checkpoints are an aid: without one the log is replayed from the start
+            self._broken(err)
+            return None
+        return saved if isinstance(saved, dict) else None
+
+    async def _save(self, cursor: dict, counts: dict[str, int]) -> bool:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        if self.broken:
+            return False
+        try:
+            record = {"container_id": self.container_id, "cursor": cursor, "lines": counts, "by": "trigger"}
+            await XCom.aset(value=record, **_where(self.ti))
+            return True
+        except Exception as err:
+            self._broken(err)
+            return False
+
+    def _broken(self, err: Exception) -> None:
+        if not self.broken:
+            self.broken = True
+            self.log.warning("Can't keep log checkpoints (%s); after a triggerer restart this log would be replayed "
+                             "from the start.", err)

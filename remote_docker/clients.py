@@ -1,0 +1,183 @@
+"""Clients for one daemon, made from its ``DaemonConfig``: the transport under the engine layer.
+
+* ``shared_async_client(config)``: an ``aiodocker.Docker`` shared by every caller in the same
+  event loop that uses the same daemon and credentials: one SSL context, one unbounded
+  connection pool. This is what lets one triggerer watch many containers.
+* ``make_sync_client(config)``: a docker-py ``DockerClient`` whose TLS is pinned to our CA
+  through our own SSL context, immune to ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``
+  (``RemoteDockerHook.get_conn()`` for users' own code; the provider itself uses the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiodocker
+import aiohttp
+import docker
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+from requests.adapters import HTTPAdapter
+
+from remote_docker.connection import DaemonConfig
+
+log = logging.getLogger(__name__)
+
+# Engine API 1.41 is Docker 20.10, the oldest engine we test against; it has everything we use.
+MIN_API_VERSION = "1.41"
+
+
+# --------------------------------------------------------------------------- docker-py (sync)
+
+
+class _PinnedTLSAdapter(HTTPAdapter):
+    """requests adapter that uses our SSL context and nothing else.
+
+    requests would otherwise load REQUESTS_CA_BUNDLE / certifi into the context and trust
+    public CAs for the daemon, or replace our CA outright (docker-py #2672).
+    """
+
+    def __init__(self, config: DaemonConfig, pool_size: int = 10) -> None:
+        self._ssl_context = config.ssl_context()
+        self._server_hostname = config.tls.hostname if config.tls else None
+        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size)
+
+    def _tls_pool_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"ssl_context": self._ssl_context}
+        if self._server_hostname:
+            kwargs["server_hostname"] = self._server_hostname
+            kwargs["assert_hostname"] = self._server_hostname
+        elif self._server_hostname == "":
+            kwargs["assert_hostname"] = False
+        return kwargs
+
+    def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(*args, **pool_kwargs, **self._tls_pool_kwargs())
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, _ = super().build_connection_pool_key_attributes(request, False, None)
+        return host_params, self._tls_pool_kwargs()
+
+    def cert_verify(self, conn, url, verify, cert) -> None:
+        """Our context already holds the CA and the client certificate; add nothing to it."""
+
+
+def make_sync_client(config: DaemonConfig) -> docker.DockerClient:
+    """A docker-py client for ``config``; it makes no request until used."""
+    version = config.api_version or MIN_API_VERSION
+    if config.url.startswith("https://"):
+        client = docker.DockerClient(base_url=config.url, version=version, timeout=config.timeout, tls=False)
+        client.api.mount("https://", _PinnedTLSAdapter(config))
+    else:
+        client = docker.DockerClient(base_url=config.url, version=version, timeout=config.timeout)
+    client.api.trust_env = False  # no proxies or CA bundles from the environment
+    return client
+
+
+# --------------------------------------------------------------------------- aiodocker (async)
+
+
+class _PinnedResolver(AbstractResolver):
+    """Resolve the TLS name (tls_hostname) to the daemon's real host, so the certificate is
+    checked against that name while the connection goes to the configured address."""
+
+    def __init__(self, alias: str, real_host: str) -> None:
+        self._alias, self._real_host = alias, real_host
+        self._resolver = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0):
+        addresses = await self._resolver.resolve(self._real_host if host == self._alias else host, port, family)
+        return [{**address, "hostname": host} for address in addresses]
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+TLS_BUFFER_ENV = "REMOTE_DOCKER_TLS_READ_BUFFER_KB"
+
+
+def tls_read_buffer_bytes(value: str | None) -> int | None:
+    """``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` as bytes; None when unset. Raises ValueError with the fix."""
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit() or not 16 <= int(value) <= 256:
+        raise ValueError(f"{TLS_BUFFER_ENV}={value!r} is not valid; use a whole number of KiB from 16 to 256 (asyncio's default is 256)")
+    return int(value) * 1024
+
+
+def _apply_tls_read_buffer() -> None:
+    """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (``SSLProtocol.max_size``):
+    most of what watching one container costs. A triggerer watching many can shrink it for the whole
+    process by setting ``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` (see docs/deployment.md)."""
+    try:
+        size = tls_read_buffer_bytes(os.environ.get(TLS_BUFFER_ENV))
+    except ValueError as err:
+        log.warning("%s; keeping asyncio's default", err)
+        return
+    if size:
+        asyncio.sslproto.SSLProtocol.max_size = size
+
+
+def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
+    """An aiodocker client for ``config`` that owns its connector (closed by ``close_async_client``)."""
+    api_version = f"v{(config.api_version or MIN_API_VERSION).lstrip('v')}"
+    if config.is_unix:
+        connector = aiohttp.UnixConnector(path=urlsplit(config.url).path, limit=0)
+        return aiodocker.Docker(url="unix://localhost", connector=connector, api_version=api_version)
+    url = config.url
+    resolver = None
+    if config.tls and config.tls.hostname:
+        parts = urlsplit(url)
+        url = f"{parts.scheme}://{config.tls.hostname}:{parts.port}"
+        resolver = _PinnedResolver(config.tls.hostname, config.host.strip("[]"))
+    _apply_tls_read_buffer()
+    # limit=0: the default of 100 connections makes watcher 101+ queue behind the others.
+    connector = aiohttp.TCPConnector(ssl=config.ssl_context() or False, limit=0, resolver=resolver)
+    return aiodocker.Docker(url=url, connector=connector, api_version=api_version)
+
+
+async def close_async_client(client: aiodocker.Docker) -> None:
+    await client.close()
+    await client.connector.close()
+
+
+@dataclass
+class _Shared:
+    client: aiodocker.Docker
+    users: int = 0
+
+
+# event loop -> config fingerprint -> shared client; loops that end take their entries with them.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Shared]] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def shared_async_client(config: DaemonConfig) -> AsyncIterator[aiodocker.Docker]:
+    """Borrow the loop's client for ``config``; the last borrower to leave closes it."""
+    clients = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    key = config.fingerprint
+    entry = clients.get(key)
+    if entry is None:
+        entry = clients[key] = _Shared(make_async_client(config))
+    entry.users += 1
+    try:
+        yield entry.client
+    finally:
+        entry.users -= 1
+        if entry.users == 0 and clients.get(key) is entry:
+            del clients[key]
+            await close_async_client(entry.client)
+
+
+def shared_client_count() -> int:
+    """How many shared async clients the running loop holds (for tests and benchmarks)."""
+    return len(_SHARED.get(asyncio.get_running_loop(), {}))

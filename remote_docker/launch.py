@@ -1,0 +1,109 @@
+"""Start a task's container: image per the pull policy, create, copy files in, start.
+
+Used wherever a container is started (a worker, or the triggerer when the task starts
+there). A failure the daemon reports is one line naming the daemon, the cause and the fix
+(``LaunchError``, not worth a retry); a transport failure stays an ``EngineError`` (worth
+one). A container created but not started is removed again, so nothing half-made is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from remote_docker.engine import Engine, EngineError
+from remote_docker.hook import ImageError, RemoteDockerHook
+from remote_docker.spec import LABEL_PREFIX
+
+
+class LaunchError(Exception):
+    """The container can't be started as asked; the message names the daemon, the cause and the fix."""
+
+
+@dataclass
+class Launch:
+    """What starting one container takes."""
+
+    image: str
+    body: Mapping[str, Any]  # the create body, labels included (spec.ContainerSpec.create_body)
+    name: str | None = None  # container_name
+    pull: str = "missing"
+    auth: dict[str, str] | None = None  # registry credentials, fetched on the worker only
+    archive: bytes | None = None  # files to extract at / before the start (spec.files_archive)
+    # what to say when the command is not in the image ({image} and {message} are filled in)
+    missing_executable: str = "the image {image} has no such executable ({message}); check command and entrypoint"
+
+    async def start(self, engine: Engine, log: Any) -> str:
+        """Create and start the container; returns its id."""
+        try:
+            await RemoteDockerHook.ensure_image(engine, self.image, self.pull, self.auth, log)
+        except ImageError as err:
+            raise LaunchError(str(err)) from None
+        container_id = await self._create(engine, log)
+        try:
+            if self.archive:
+                await engine.copy_in(container_id, self.archive)
+                log.info("Copied files into the container (%s bytes)", f"{len(self.archive):,}")
+            await engine.start(container_id)
+        except BaseException as err:
+            await _remove_quietly(engine, container_id, log)
+            if isinstance(err, EngineError) and not err.unreachable:
+                raise LaunchError(self.explain(err, engine, "starting the container")) from None
+            raise
+        log.info("Started container %s from %s on %s", container_id[:12], self.image, engine.url)
+        return container_id
+
+    async def _create(self, engine: Engine, log: Any) -> str:
+        for attempt in (1, 2):
+            try:
+                container_id, warnings = await engine.create(self.body, self.name)
+            except EngineError as err:
+                if err.kind == "conflict" and attempt == 1 and await self._free_name(engine, log):
+                    continue
+                if err.unreachable:
+                    raise
+                raise LaunchError(self.explain(err, engine, "creating the container")) from None
+            for warning in warnings:
+                log.warning("Docker: %s", warning)
+            return container_id
+        raise AssertionError("unreachable")
+
+    async def _free_name(self, engine: Engine, log: Any) -> bool:
+        """``container_name`` is taken: free it if a finished container of an earlier try of this task holds it."""
+        if not self.name:
+            return False
+        holder = await engine.inspect(self.name)
+        if holder is None:
+            return True
+        theirs = holder["Config"].get("Labels") or {}
+        ours = self.body.get("Labels") or {}
+        same_task = all(theirs.get(k) == v for k, v in ours.items()
+                        if k.startswith(LABEL_PREFIX) and not k.endswith("try_number"))
+        if same_task and not holder["State"]["Running"]:
+            log.info("Removing finished container %s of an earlier try to reuse its name", holder["Id"][:12])
+            await engine.remove(holder["Id"])
+            return True
+        return False
+
+    def explain(self, err: EngineError, engine: Engine, doing: str) -> str:
+        message, url = err.detail or str(err), engine.url
+        if err.kind == "conflict" and self.name:
+            return (f"{doing} on {url}: the name {self.name!r} is taken by a container that is not "
+                    "a finished try of this task; choose another container_name or remove that container")
+        lowered = message.lower()
+        if "bind source path does not exist" in message or ("no such file or directory" in lowered and "mount" in lowered):
+            return (f"{doing} on {url}: a mount source does not exist on the daemon's host ({message}); on a remote "
+                    "daemon a bind source is a path on that host: use a named volume or files= instead")
+        if "executable file not found" in message:
+            return f"{doing} on {url}: " + self.missing_executable.format(image=self.image, message=message)
+        if "memory" in lowered and err.status == 400:
+            return f"{doing} on {url}: {message}; adjust mem_limit"
+        return f"{doing} on {url}: {message}"
+
+
+async def _remove_quietly(engine: Engine, container_id: str, log: Any) -> None:
+    try:
+        await engine.remove(container_id)
+    except EngineError as err:
+        log.warning("Could not remove container %s: %s", container_id[:12], err)

@@ -1,0 +1,116 @@
+"""Back on a worker: turn how the container ended into the task's outcome, and collect its result.
+
+The container is judged by a fresh inspect, not only by the event (the event may be old,
+the container may have been removed since). Results are decoded here and only here:
+unpickling runs arbitrary code, so it never happens in the triggerer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any
+
+from remote_docker.compat import AirflowException, AirflowFailException, AirflowSkipException, AirflowTaskTimeout
+from remote_docker.engine import Engine, EngineError
+from remote_docker.events import WatchEnd
+from remote_docker.logs import stdout_lines
+from remote_docker.output import OutputError, decode, read_single_file
+
+_GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header
+
+
+@dataclass
+class Outcome:
+    """The operator's parameters that decide a finished container's outcome and result."""
+
+    image: str
+    skip_on_exit_code: Container[int] = ()
+    execution_timeout: Any = None
+    do_xcom_push: bool = True
+    xcom_all: bool = False
+    tty: bool = False
+    retrieve_output_path: str | None = None  # set only with retrieve_output=True
+    output_format: str = "pickle"
+    max_output_bytes: int = 64 * 1024 * 1024
+
+    async def judge(self, engine: Engine, end: WatchEnd, info: dict[str, Any] | None) -> None:
+        """Raise the exception that ends the task, or return if the container succeeded."""
+        container = (end.container_id or "?")[:12]
+        if end.status == "error":
+            raise (AirflowException if end.retryable else AirflowFailException)(end.message)
+        if end.status == "gone":
+            raise AirflowException(end.message)
+        if info is None:
+            raise AirflowException(f"container {container} was removed by someone else before its result was read")
+        state = info["State"]
+        if end.status == "timeout":
+            if state.get("Running"):
+                await engine.kill(info["Id"])
+            raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) reached; container {container} "
+                                     f"was killed{tail_text(end)}")
+        exit_code = state.get("ExitCode")
+        if exit_code in self.skip_on_exit_code:
+            raise AirflowSkipException(f"container {container} exited with code {exit_code}, listed in skip_on_exit_code")
+        if exit_code != 0 and end.ended_while_unreachable:
+            raise AirflowException(await self._daemon_restart_line(engine, container, exit_code, end.ended_while_unreachable))
+        if exit_code != 0:
+            cause = ""
+            if state.get("OOMKilled"):
+                cause = ", OOMKilled: it ran out of memory (raise mem_limit)"
+            elif end.kill_signal:
+                cause = f", after a kill ({end.kill_signal}) from outside the task: docker stop/kill on the daemon"
+            raise AirflowException(f"container {container} ({self.image}) exited with code {exit_code}{cause}{tail_text(end)}")
+
+    async def _daemon_restart_line(self, engine: Engine, container: str, exit_code: int, outage: list[float]) -> str:
+        began, ended = (dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%H:%M:%S") if t else "?" for t in outage)
+        try:
+            live_restore = (await engine.info()).get("LiveRestoreEnabled")
+        except EngineError:
+            live_restore = None
+        if live_restore is True:
+            why = "the daemon was restarted or stopped, and its containers with it; a retry starts a fresh container"
+        else:
+            why = ("live-restore is off there, so a daemon restart stops every container" if live_restore is False
+                   else "the daemon was restarted")
+            why += ("; a retry starts a fresh container (enable live-restore in the daemon's config to keep "
+                    "containers running across restarts)")
+        return (f"container {container} ({self.image}) stopped with code {exit_code} while the daemon at "
+                f"{engine.url} was unreachable ({began}-{ended} UTC): {why}")
+
+    async def result(self, engine: Engine, end: WatchEnd, log: Any) -> Any:
+        """The XCom value: the decoded output file, all stdout lines, or the last one."""
+        if self.retrieve_output_path:
+            return await self._read_output_file(engine, end.container_id, log)
+        if not self.do_xcom_push:
+            return None
+        if self.xcom_all or not end.log.last_line_in_event:
+            async with engine.logs(end.container_id, follow=False, stderr=False) as chunks:
+                lines = await stdout_lines(chunks, self.tty)
+            return lines if self.xcom_all else (lines[-1] if lines else None)
+        return end.log.last_stdout_line
+
+    async def _read_output_file(self, engine: Engine, container_id: str, log: Any) -> Any:
+        path = self.retrieve_output_path
+        try:
+            async with engine.archive(container_id, path) as found:
+                if found is None:
+                    log.warning("retrieve_output_path %s does not exist in the container; the result is None", path)
+                    return None
+                stat, chunks = found
+                if stat.get("mode", 0) & _GO_MODE_DIR:
+                    raise OutputError(f"retrieve_output_path {path} is a folder; point it at a file")
+                if stat.get("size", 0) == 0:
+                    log.warning("retrieve_output_path %s is empty; the result is None", path)
+                    return None
+                data = await read_single_file(chunks, path, self.max_output_bytes)
+            return decode(data, self.output_format, path)
+        except OutputError as err:
+            raise AirflowFailException(str(err)) from None
+
+
+def tail_text(end: WatchEnd) -> str:
+    if not end.log.tail:
+        return ""
+    return "; last lines of output:\n" + "\n".join(f"  [{stream}] {line}" for stream, line in end.log.tail)

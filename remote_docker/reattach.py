@@ -1,0 +1,66 @@
+"""Reattach instead of starting a duplicate: find what an earlier try of this task left running.
+
+Containers carry the task instance's labels, so a new try finds those of earlier tries.
+``task_state_store`` (Airflow >= 3.3) records which container a try ran and how far it got,
+which tells a try that crashed before deferring (reattach to its container) from one a user
+ended while deferred (its trigger's on_kill is stopping that container: stop it here too and
+start afresh). Containers created but never started are removed: they never ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from remote_docker.engine import Engine
+from remote_docker.spec import LABEL_PREFIX
+
+# task_state_store key: which container this task instance runs, and how far the try got with it.
+STATE_KEY = "remote_docker_container"
+_RUNNING_STATES = ("running", "paused", "restarting")
+
+
+def remember(context: Any, container_id: str | None, phase: str, log: Any) -> None:
+    """Record the try's container and phase (``started`` / ``deferred`` / ``lost``)."""
+    store = context.get("task_state_store")
+    if store is None or not container_id:
+        return
+    try:
+        store.set(STATE_KEY, {"container_id": container_id, "phase": phase})
+    except Exception as err:  # the store is an aid to recovery, never a reason to fail the task
+        log.warning("Could not record the container in task_state_store: %s", err)
+
+
+def recall(context: Any, log: Any) -> dict | None:
+    store = context.get("task_state_store")
+    if store is None:
+        return None
+    try:
+        record = store.get(STATE_KEY)
+    except Exception as err:
+        log.warning("Could not read task_state_store: %s", err)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+async def find_running(engine: Engine, labels: dict[str, str], record: dict | None, stop_timeout: int,
+                       log: Any) -> str | None:
+    """A running container of an earlier try of this task instance to reattach to, or None."""
+    same_task = {k: v for k, v in labels.items() if not k.endswith("try_number")}
+    found = await engine.find(same_task)
+    for leftover in (c for c in found if c["State"] == "created"):
+        # created but never started: the earlier try died in between; it never ran
+        log.info("Removing container %s left unstarted by an earlier try", leftover["Id"][:12])
+        await engine.remove(leftover["Id"])
+    running = [c for c in found if c["State"] in _RUNNING_STATES]
+    if record and record.get("phase") == "deferred":
+        for ended in (c for c in running if c["Id"] == record.get("container_id")):
+            log.info("Container %s belongs to a try a user ended while it was deferred; stopping it and "
+                     "starting a fresh one", ended["Id"][:12])
+            await engine.stop(ended["Id"], stop_timeout)
+        running = [c for c in running if c["Id"] != record.get("container_id")]
+    if not running:
+        return None
+    chosen = running[-1]
+    try_number = chosen["Labels"].get(f"{LABEL_PREFIX}try_number", "?")
+    log.info("Reattaching to container %s, started by try %s and still %s", chosen["Id"][:12], try_number, chosen["State"])
+    return chosen["Id"]

@@ -1,0 +1,165 @@
+"""Follow one started container until it ends: the loop the trigger runs, and the worker too.
+
+The log is followed with a timestamp cursor; a dropped stream is resumed, never taken as an
+exit; the container's state decides when it has ended. After the end a non-follow read
+catches lines a follow stream missed (under load a follow stream can end before the last
+frames arrive), and a non-zero exit is checked against the daemon's kill events and outages
+so the report says what stopped it. Watching never creates or removes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+
+from remote_docker.engine import Engine, EngineError
+from remote_docker.events import WatchEnd
+from remote_docker.logs import LogFollower
+from remote_docker.outages import DaemonLost, Outages, kill_that_ended
+
+# Stop streaming (and only wait for the exit) after this many log reads fail in a row.
+MAX_LOG_ERRORS = 3
+
+
+class ContainerWatch:
+    """One container, one daemon, one follower; ``until_end()`` returns how it ended."""
+
+    def __init__(self, engine: Engine, container_id: str, follower: LogFollower, *, log: Any,
+                 poll_interval: float = 2.0, give_up_after: float = 300.0, secret_env: Iterable[str] = ()) -> None:
+        self.engine = engine
+        self.container_id = container_id
+        self.follower = follower
+        self.log = log
+        self.poll_interval = poll_interval
+        self.outages = Outages(log, give_up_after)
+        self.secret_env = set(secret_env)
+        self.logs_readable = True
+
+    async def until_end_or_deadline(self, deadline: float | None) -> WatchEnd:
+        """``until_end()``, killing the container if the absolute UNIX ``deadline`` passes first."""
+        with anyio.move_on_after(None if deadline is None else deadline - time.time()):
+            return await self.until_end()
+        return await self.kill_at_deadline()
+
+    async def until_end(self) -> WatchEnd:
+        try:
+            return await self._follow()
+        except DaemonLost as err:
+            self.follower.flush()
+            return self.end("error", message=str(err))
+
+    async def _follow(self) -> WatchEnd:
+        log_errors = 0
+        if self.secret_env:
+            info = await self.inspect()
+            if info is None:
+                return self._gone()
+            await self._mask_secrets(info)
+        while True:
+            if self.logs_readable:
+                try:
+                    await self._read(follow=True)
+                    log_errors = 0
+                except EngineError as err:
+                    if err.kind == "gone":
+                        return self._gone()
+                    if err.unreachable:
+                        await self.outages.lost(err)
+                    elif err.status == 501 or "does not support reading" in str(err):
+                        self.log.warning("The container's log driver can't be read back; waiting for it to exit "
+                                         "without streaming its output.")
+                        self.logs_readable = False
+                    else:  # e.g. 409 while someone removes the container: its state (below) decides
+                        log_errors += 1
+                        if log_errors >= MAX_LOG_ERRORS:
+                            self.log.warning("Can't read the container's log (%s); waiting for it to exit without "
+                                             "streaming.", err)
+                            self.logs_readable = False
+            info = await self.inspect()
+            if info is None:
+                return self._gone()
+            status = info["State"]["Status"]
+            if status in ("exited", "dead"):
+                return await self._ended(info)
+            # Still running (the stream dropped), not started yet, or paused: look again shortly.
+            await asyncio.sleep(0.2 if self.logs_readable and status == "running" else self.poll_interval)
+
+    async def inspect(self) -> dict[str, Any] | None:
+        """The container's inspect document, waiting out daemon outages; None once it is gone."""
+        return await self.outages.retrying(lambda: self.engine.inspect(self.container_id))
+
+    async def _read(self, *, follow: bool) -> None:
+        follower = self.follower
+        follower.start_pass()
+        async with self.engine.logs(self.container_id, follow=follow, since=follower.cursor.since_param()) as chunks:
+            self.outages.reachable()
+            async for chunk in chunks:
+                follower.feed(chunk)
+        follower.end_pass()
+
+    async def _read_rest(self) -> None:
+        """A non-follow read of whatever the follow stream did not deliver."""
+        if not self.logs_readable:
+            return
+        while True:
+            try:
+                await self._read(follow=False)
+                return
+            except EngineError as err:
+                if not err.unreachable:
+                    if err.kind != "gone":
+                        self.log.warning("Could not read the end of the container's log: %s", err)
+                    return
+                await self.outages.lost(err)
+
+    async def _ended(self, info: dict[str, Any]) -> WatchEnd:
+        await self._read_rest()
+        self.follower.flush()
+        state = info["State"]
+        kill_signal = None
+        if state.get("ExitCode"):
+            kill_signal = await kill_that_ended(self.engine, info)
+            if kill_signal is not None:
+                await self.outages.sit_out_shutdown(self.engine)
+        return self.end(
+            "exited", exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+            error=state.get("Error") or None, finished_at=state.get("FinishedAt"), kill_signal=kill_signal,
+            ended_while_unreachable=self.outages.ended_during(state),
+        )
+
+    async def kill_at_deadline(self) -> WatchEnd:
+        """The task's deadline passed: kill the container and report a timeout."""
+        self.log.error("execution_timeout reached: killing container %s", self.container_id[:12])
+        killed = False
+        try:
+            killed = await self.engine.kill(self.container_id)
+        except EngineError as err:
+            self.log.error("Could not kill container %s: %s", self.container_id[:12], err)
+        with anyio.move_on_after(self.engine.config.timeout):
+            await self._read_rest()
+        self.follower.flush()
+        return self.end("timeout", killed=killed)
+
+    def _gone(self) -> WatchEnd:
+        self.follower.flush()
+        return self.end("gone", message=f"container {self.container_id[:12]} was removed by someone else while "
+                                        "the task was deferred")
+
+    def end(self, status: str, **details: Any) -> WatchEnd:
+        return WatchEnd(status=status, container_id=self.container_id, log=self.follower.summary(),  # type: ignore[arg-type]
+                        daemon=self.engine.url, **details)
+
+    async def _mask_secrets(self, info: dict[str, Any]) -> None:
+        """Redact the values of ``secret_env`` as the container has them: the triggerer never got them
+        otherwise. Airflow's masker gets them too, for its own logs."""
+        from airflow.sdk.log import amask_secret  # the sync variant can deadlock talking to the triggerer's supervisor
+
+        for item in info.get("Config", {}).get("Env") or []:
+            name, _, value = item.partition("=")
+            if name in self.secret_env and value:
+                await amask_secret(value, name)
+                self.follower.keep_secret(value)
