@@ -67,7 +67,9 @@ class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
     custom_operator_name = "@task.remote_docker"
     template_fields: Sequence[str] = (*RemoteDockerOperator.template_fields, "op_args", "op_kwargs")
 
-    def __init__(self, *, python_command: str = "python3", serializer: str = "pickle", **kwargs: Any) -> None:
+    def __init__(self, *, python_command: str = "python3", serializer: str = "pickle", expect_airflow: bool = True,
+                 **kwargs: Any) -> None:
+        # expect_airflow (the official @task.docker's) is accepted and has no effect: the runner needs only the stdlib
         if serializer not in SERIALIZERS:
             raise ValueError(f"serializer={serializer!r} is not valid; use one of {', '.join(map(repr, SERIALIZERS))}")
         _check_callable(kwargs["python_callable"])

@@ -22,6 +22,7 @@ from remote_docker.clients import MIN_API_VERSION, make_sync_client, shared_asyn
 from remote_docker.connection import (
     CONNECTION_OVERRIDES,
     DEFAULT_CONN_ID,
+    OVERRIDE_ARGUMENTS,
     DaemonConfig,
     DaemonConfigError,
     build_config,
@@ -75,25 +76,15 @@ class RemoteDockerHook(BaseHook):
     conn_type = "remote_docker"
     hook_name = "Remote Docker (mutual TLS)"
 
-    def __init__(
-        self,
-        remote_docker_conn_id: str | None = DEFAULT_CONN_ID,
-        *,
-        docker_url: str | None = None,
-        tls_ca_cert: str | None = None,
-        tls_client_cert: str | None = None,
-        tls_client_key: str | None = None,
-        tls_verify: bool | None = None,
-        tls_hostname: str | bool | None = None,
-        api_version: str | None = None,
-        timeout: float | None = None,
-    ) -> None:
+    def __init__(self, remote_docker_conn_id: str | None = DEFAULT_CONN_ID, **overrides: Any) -> None:
         super().__init__()
+        unknown = sorted(set(overrides) - set(OVERRIDE_ARGUMENTS))
+        if unknown:
+            raise TypeError(f"RemoteDockerHook got unknown argument(s) {', '.join(unknown)}; "
+                            f"it takes {', '.join(OVERRIDE_ARGUMENTS)}")
         self.remote_docker_conn_id = remote_docker_conn_id
-        self.docker_url = docker_url
-        given = {"tls_ca_cert": tls_ca_cert, "tls_client_cert": tls_client_cert, "tls_client_key": tls_client_key,
-                 "tls_verify": tls_verify, "tls_hostname": tls_hostname, "api_version": api_version, "timeout": timeout}
-        self.overrides = {CONNECTION_OVERRIDES[name]: value for name, value in given.items() if value is not None}
+        self.docker_url = overrides.pop("docker_url", None)
+        self.overrides = {CONNECTION_OVERRIDES[name]: value for name, value in overrides.items() if value is not None}
 
     # -- configuration
 

@@ -76,7 +76,8 @@ class RemoteDockerOperator(BaseOperator):
         (apache/airflow#72716); default: ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``, else 10.
     """
 
-    template_fields: Sequence[str] = ("image", "command", "environment", "env_file", "container_name", "mounts")
+    template_fields: Sequence[str] = ("image", "command", "environment", "env_file", "container_name", "mounts",
+                                      "docker_conn_id")
     template_fields_renderers = {"env_file": "yaml", "command": "bash", "environment": "json"}
     template_ext: Sequence[str] = (".sh", ".bash", ".env")
     ui_color = "#d9ecfb"

@@ -16,9 +16,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 COMPONENTS = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
@@ -26,6 +27,26 @@ COMPONENTS = {
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
+
+
+_T = TypeVar("_T")
+
+
+def wait_until(check: Callable[[], _T], timeout: float, what: str | Callable[[], str], every: float = 0.3) -> _T:
+    """Poll ``check()`` until it returns something truthy and return that; after ``timeout`` seconds raise
+    TimeoutError naming ``what`` (text, or a function giving it at that moment). A 404 from the REST API
+    (a run, task or log that does not exist yet) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if found := check():
+                return found
+        except urllib.error.HTTPError as err:
+            if err.code != 404:
+                raise
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what() if callable(what) else what}: not within {timeout:g}s")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -112,17 +133,17 @@ class AirflowServices:
             self.stop_component(name)
 
     def _wait_api(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited early: {self.output(name)[-3000:]}")
             try:
                 self.rest("GET", "/api/v2/monitor/health")
-                return
+                return True
             except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        raise RuntimeError(f"api-server not up within {timeout}s: {self.output('api-server')[-3000:]}")
+                return False
+
+        wait_until(healthy, timeout, lambda: f"api-server healthy ({self.output('api-server')[-2000:]})", every=0.5)
 
     def output(self, name: str) -> str:
         path = self.home / f"{name}.out"
@@ -139,14 +160,8 @@ class AirflowServices:
         return json.loads(payload) if payload else None
 
     def wait_parsed(self, dag_id: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.rest("GET", f"/api/v2/dags/{dag_id}")
-                return
-            except urllib.error.HTTPError:
-                time.sleep(1)
-        raise TimeoutError(f"DAG {dag_id} not parsed within {timeout}s: {self.output('dag-processor')[-3000:]}")
+        wait_until(lambda: self.rest("GET", f"/api/v2/dags/{dag_id}"), timeout,
+                   lambda: f"DAG {dag_id} parsed ({self.output('dag-processor')[-2000:]})", every=1)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         self.wait_parsed(dag_id)
@@ -165,22 +180,12 @@ class AirflowServices:
         return self.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.run_state(dag_id, run_id)
-            if state in ("success", "failed"):
-                return state
-            time.sleep(0.5)
-        raise TimeoutError(f"{dag_id} {run_id} still running after {timeout}s: {self.states(dag_id, run_id)}")
+        return wait_until(lambda: (state := self.run_state(dag_id, run_id)) in ("success", "failed") and state,
+                          timeout, lambda: f"{dag_id} {run_id} finished (tasks: {self.states(dag_id, run_id)})", every=0.5)
 
     def wait_task(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.states(dag_id, run_id).get(task_id)
-            if state in states:
-                return state
-            time.sleep(0.3)
-        raise TimeoutError(f"{task_id} not in {states} after {timeout}s (is {self.states(dag_id, run_id).get(task_id)})")
+        return wait_until(lambda: (state := self.states(dag_id, run_id).get(task_id)) in states and state,
+                          timeout, lambda: f"{task_id} in {states} (is {self.states(dag_id, run_id).get(task_id)})")
 
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
         self.rest("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", {"new_state": state})

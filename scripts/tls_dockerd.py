@@ -46,6 +46,10 @@ class RunningDaemon:
         return {"ca_cert": str(self.client_dir / "ca.pem"), "client_cert": str(self.client_dir / "cert.pem"),
                 "client_key": str(self.client_dir / "key.pem"), **more}
 
+    def hook_params(self, url: str | None = None) -> dict:
+        """The operator / hook override arguments that reach this daemon (at ``url``, e.g. through a proxy)."""
+        return {"docker_url": url or self.url, **{f"tls_{key}": value for key, value in self.extras().items()}}
+
     def connection_json(self, **more) -> str:
         import json
 

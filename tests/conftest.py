@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 sys.path.insert(0, str(ROOT / "scripts"))
 import images  # noqa: E402
 import tls_dockerd  # noqa: E402
+from airflow_services import AirflowServices  # noqa: E402
 
 BUSYBOX_IMAGE = images.BUSYBOX_IMAGE
 PYTHON_IMAGE = images.PYTHON_IMAGE
@@ -69,6 +71,31 @@ def docker_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
     client = daemon.client()
     yield client
     client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what it needs, so `-m "not airflow"` or `-m "not slow"` gives a quick loop."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & {"daemon", "docker_client", "registry", "airflow_env", "services"}:
+            item.add_marker(pytest.mark.daemon)
+        if used & {"airflow_env", "services"}:
+            item.add_marker(pytest.mark.airflow)
+        if "services" in used:
+            item.add_marker(pytest.mark.slow)  # a real scheduler, dag-processor, api-server and triggerer
+
+
+@contextmanager
+def running_services(daemon: Daemon, home: Path, dags: Path, *, parallelism: int = 1,
+                     extra_env: dict[str, str] | None = None) -> Iterator[AirflowServices]:
+    """Real api-server, scheduler, dag-processor and triggerer (LocalExecutor) against ``daemon``."""
+    found = AirflowServices(airflow=VENV_BIN / "airflow", home=home, dags=dags, connection_json=daemon.connection_json(),
+                            parallelism=parallelism, extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, **(extra_env or {})})
+    try:
+        found.start()
+        yield found
+    finally:
+        found.stop()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -187,3 +187,10 @@ def test_fingerprint_tells_daemons_apart(pki: Path) -> None:
 def test_ui_prefixed_extras() -> None:
     extras = {"extra__remote_docker__ca_cert": "/x", "tls_hostname": "", "api_version": None, "timeout": 5}
     assert normalize_extras(extras, "remote_docker") == {"ca_cert": "/x", "timeout": 5}
+
+
+def test_hook_refuses_an_unknown_override() -> None:
+    from remote_docker.hook import RemoteDockerHook
+
+    with pytest.raises(TypeError, match=r"^RemoteDockerHook got unknown argument\(s\) tls_cacert; it takes docker_url, tls_ca_cert, "):
+        RemoteDockerHook("x", tls_cacert="/ca.pem")

@@ -53,7 +53,7 @@ def watch(daemon: Daemon, script: str, action) -> tuple[dict, float]:
     client = daemon.client()
     body = {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", script], "HostConfig": {"NetworkMode": "none"}}
     container_id = client.api.create_container_from_config(body)["Id"]
-    params = {"docker_url": daemon.url, **{f"tls_{key}": value for key, value in daemon.extras().items()}}
+    params = daemon.hook_params()
 
     async def scenario() -> dict:
         client.api.start(container_id)

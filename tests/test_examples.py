@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from airflow_services import AirflowServices
-from conftest import ROOT, VENV_BIN, AirflowEnv, Daemon, DagRunResult, Registry
+from airflow_services import AirflowServices, wait_until
+from conftest import ROOT, AirflowEnv, Daemon, DagRunResult, Registry, running_services
 
 EXAMPLES = {"AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")}
 
@@ -50,21 +50,20 @@ def test_example_private_registry(airflow_env: AirflowEnv, registry: Registry) -
 
 @pytest.fixture(scope="module")
 def services(daemon: Daemon, tmp_path_factory) -> Iterator[AirflowServices]:
-    found = AirflowServices(airflow=VENV_BIN / "airflow", home=tmp_path_factory.mktemp("examples-home"),
-                            dags=ROOT / "dags", connection_json=daemon.connection_json(), parallelism=2)
-    try:
-        found.start()
+    with running_services(daemon, tmp_path_factory.mktemp("examples-home"), ROOT / "dags", parallelism=2) as found:
         yield found
-    finally:
-        found.stop()
 
 
 def test_examples_end_to_end(services: AirflowServices) -> None:
     main_run = services.trigger("example_remote_docker")
     mapped_run = services.trigger("example_decorator")
     seen = set()
-    while services.run_state("example_remote_docker", main_run) not in ("success", "failed"):
+
+    def finished() -> bool:
         seen.add(services.states("example_remote_docker", main_run).get("count"))
+        return services.run_state("example_remote_docker", main_run) in ("success", "failed")
+
+    wait_until(finished, 180, "example_remote_docker finished", every=0.1)
     assert "deferred" in seen, f"count never showed as deferred: {seen}"
     assert services.wait_run("example_remote_docker", main_run) == "success"
     log = services.task_log("example_remote_docker", main_run, "count").splitlines()

@@ -91,8 +91,7 @@ def watch_through_proxy(daemon: Daemon, script: str, cuts: list[tuple[float, flo
     async def scenario() -> dict:
         proxy = CuttableProxy(daemon.port)
         await proxy.start()
-        hook_params = {"docker_url": f"tcp://127.0.0.1:{proxy.port}",
-                       **{f"tls_{key}": value for key, value in daemon.extras().items()}}
+        hook_params = daemon.hook_params(url=f"tcp://127.0.0.1:{proxy.port}")
         trigger = ContainerTrigger(container_id, None, hook_params=hook_params, daemon_lost_timeout=daemon_lost_timeout)
         client.api.start(container_id)
         for after, seconds in cuts:
@@ -154,6 +153,7 @@ class HashingLog:
         raise structlog.DropEvent
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_one_gigabyte_single_line_is_logged_in_pieces_and_nothing_is_lost(daemon: Daemon) -> None:
     size = 1 << 30
@@ -167,7 +167,7 @@ def test_one_gigabyte_single_line_is_logged_in_pieces_and_nothing_is_lost(daemon
     container_id = client.api.create_container_from_config(
         {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", script], "HostConfig": {"NetworkMode": "none"}})["Id"]
     hooked = HashingLog()
-    hook_params = {"docker_url": daemon.url, **{f"tls_{key}": value for key, value in daemon.extras().items()}}
+    hook_params = daemon.hook_params()
 
     async def watch() -> dict:
         async for event in ContainerTrigger(container_id, None, hook_params=hook_params).run():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import pytest
@@ -49,10 +50,37 @@ def test_skip_on_exit_code_forms() -> None:
     assert make().skip_on_exit_code == ()
 
 
+def official_parameters(cls) -> dict[str, inspect.Parameter]:
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name not in ("self", "kwargs")}
+
+
+def test_every_official_parameter_is_accepted() -> None:
+    """Switching is changing the import: DockerOperator's own arguments, at its own defaults, construct ours."""
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    official = official_parameters(DockerOperator)
+    assert set(official) <= set(official_parameters(RemoteDockerOperator)), set(official) - set(official_parameters(RemoteDockerOperator))
+    defaults = {name: p.default for name, p in official.items() if p.default is not inspect.Parameter.empty}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mount_tmp_dir=True (its default) is accepted with a warning
+        operator = RemoteDockerOperator(task_id="t", image="busybox", **defaults)
+    assert operator.container_spec().create_body({})["Image"] == "busybox"
+
+
 def test_template_fields_match_the_official_operator() -> None:
-    assert set(RemoteDockerOperator.template_fields) >= {"image", "command", "environment", "env_file", "container_name", "mounts"}
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    assert set(RemoteDockerOperator.template_fields) >= set(DockerOperator.template_fields)
+    assert set(RemoteDockerOperator.template_ext) == set(DockerOperator.template_ext)
     assert "private_environment" not in RemoteDockerOperator.template_fields
-    assert set(RemoteDockerOperator.template_ext) == {".sh", ".bash", ".env"}
+
+
+def test_every_official_decorator_parameter_is_accepted() -> None:
+    from airflow.providers.docker.decorators.docker import _DockerDecoratedOperator
+
+    from remote_docker.decorators import _RemoteDockerDecoratedOperator
+
+    assert set(official_parameters(_DockerDecoratedOperator)) <= set(official_parameters(_RemoteDockerDecoratedOperator))
 
 
 def test_hook_params_reach_the_trigger_unchanged() -> None:

@@ -20,7 +20,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
@@ -29,8 +28,8 @@ from pathlib import Path
 import docker
 import pytest
 import tls_dockerd
-from airflow_services import AirflowServices
-from conftest import BUSYBOX_IMAGE, ROOT, VENV_BIN, Daemon, containers_of
+from airflow_services import AirflowServices, wait_until
+from conftest import ROOT, Daemon, containers_of, running_services
 from images import build
 
 from remote_docker.checkpoints import LAG as CHECKPOINT_LAG
@@ -70,23 +69,14 @@ def restartable() -> Iterator[dict[str, Daemon]]:
 
 @pytest.fixture(scope="module")
 def services(daemon: Daemon, restartable: dict[str, Daemon], tmp_path_factory) -> Iterator[AirflowServices]:
-    home = tmp_path_factory.mktemp("fault-services-home")
-    found = AirflowServices(
-        airflow=VENV_BIN / "airflow", home=home, dags=DAGS, connection_json=daemon.connection_json(), parallelism=16,
-        extra_env={
-            "REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE,
-            "AIRFLOW_CONN_RD_LIVE": restartable["live"].connection_json(),
-            "AIRFLOW_CONN_RD_PLAIN": restartable["plain"].connection_json(),
-            # a new triggerer adopts the triggers of a dead one after this many seconds without a heartbeat
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "256",
-        },
-    )
-    try:
-        found.start()
+    with running_services(daemon, tmp_path_factory.mktemp("fault-services-home"), DAGS, parallelism=16, extra_env={
+        "AIRFLOW_CONN_RD_LIVE": restartable["live"].connection_json(),
+        "AIRFLOW_CONN_RD_PLAIN": restartable["plain"].connection_json(),
+        # a new triggerer adopts the triggers of a dead one after this many seconds without a heartbeat
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "256",
+    }) as found:
         yield found
-    finally:
-        found.stop()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -102,18 +92,6 @@ def container_file(client: docker.DockerClient, container_id: str, path: str = "
 
 def log_lines(services: AirflowServices, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[str]:
     return services.task_log(dag_id, run_id, task_id, try_number=try_number).splitlines()
-
-
-def wait_until(condition, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if found := condition():
-                return found
-        except urllib.error.HTTPError:  # a log or task instance that doesn't exist yet
-            pass
-        time.sleep(every)
-    raise TimeoutError(f"{what} within {timeout}s")
 
 
 def group_rss_mb(pid: int) -> float:

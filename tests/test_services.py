@@ -7,13 +7,12 @@ import re
 import signal
 import sqlite3
 import time
-import urllib.error
 from collections.abc import Iterator
 
 import docker
 import pytest
-from airflow_services import AirflowServices
-from conftest import BUSYBOX_IMAGE, ROOT, VENV_BIN, Daemon, Registry, containers_of
+from airflow_services import AirflowServices, wait_until
+from conftest import ROOT, Daemon, Registry, containers_of, running_services
 
 SECRET = "s3rvice-Secret-77"
 
@@ -21,16 +20,11 @@ SECRET = "s3rvice-Secret-77"
 @pytest.fixture(scope="module")
 def services(daemon: Daemon, registry: Registry, tmp_path_factory) -> Iterator[AirflowServices]:
     home = tmp_path_factory.mktemp("services-home")
-    found = AirflowServices(
-        airflow=VENV_BIN / "airflow", home=home, dags=ROOT / "tests" / "services_dags", connection_json=daemon.connection_json(), parallelism=1,
-        extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, "REMOTE_DOCKER_TEST_MARKERS": str(home),
-                   "REMOTE_DOCKER_TEST_REGISTRY": registry.host, "REMOTE_DOCKER_TEST_SECRET": SECRET, "AIRFLOW_CONN_RD_REGISTRY": registry.connection_json()},
-    )
-    try:
-        found.start()
+    with running_services(daemon, home, ROOT / "tests" / "services_dags", extra_env={
+        "REMOTE_DOCKER_TEST_MARKERS": str(home), "REMOTE_DOCKER_TEST_REGISTRY": registry.host,
+        "REMOTE_DOCKER_TEST_SECRET": SECRET, "AIRFLOW_CONN_RD_REGISTRY": registry.connection_json(),
+    }) as found:
         yield found
-    finally:
-        found.stop()
 
 
 def running_containers(client: docker.DockerClient, dag_id: str, run_id: str, task_id: str) -> list[dict]:
@@ -38,29 +32,16 @@ def running_containers(client: docker.DockerClient, dag_id: str, run_id: str, ta
 
 
 def wait_for_log_line(services: AirflowServices, dag_id: str, run_id: str, task_id: str, text: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if text in services.task_log(dag_id, run_id, task_id).splitlines():
-                return
-        except urllib.error.HTTPError:  # the task instance or its log doesn't exist yet
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{text!r} never appeared in the log of {task_id}")
+    wait_until(lambda: text in services.task_log(dag_id, run_id, task_id).splitlines(), timeout,
+               f"{text!r} in the log of {task_id}")
 
 
 def test_worker_slot_is_free_while_containers_run(services: AirflowServices, docker_client: docker.DockerClient) -> None:
     """parallelism=1, two 15 s containers: both deferred at once, the run well under 30 s."""
     run_id = services.trigger("rd_slots")
     started = time.monotonic()
-    both_deferred = False
-    while time.monotonic() - started < 60:
-        states = services.states("rd_slots", run_id)
-        if list(states.values()).count("deferred") == 2:
-            both_deferred = True
-            break
-        time.sleep(0.2)
-    assert both_deferred, f"never saw both tasks deferred together: {states}"
+    wait_until(lambda: list(services.states("rd_slots", run_id).values()).count("deferred") == 2, 60,
+               "both tasks deferred together", every=0.2)
     assert services.wait_run("rd_slots", run_id, timeout=60) == "success"
     elapsed = time.monotonic() - started
     # one at a time it would be 2 x 15 s plus two task start-ups; deferred, both run at once
@@ -79,10 +60,8 @@ def test_mark_failed_while_deferred_stops_the_container(services: AirflowService
     wait_for_log_line(services, "rd_mark_failed", run_id, "long", "running")
     assert running_containers(docker_client, "rd_mark_failed", run_id, "long")
     services.set_task_state("rd_mark_failed", run_id, "long", "failed")
-    marked = time.monotonic()
-    while running_containers(docker_client, "rd_mark_failed", run_id, "long") and time.monotonic() - marked < 30:
-        time.sleep(0.2)
-    assert not running_containers(docker_client, "rd_mark_failed", run_id, "long"), "container still running 30 s after mark-failed"
+    wait_until(lambda: not running_containers(docker_client, "rd_mark_failed", run_id, "long"), 30,
+               "the container stopped after mark-failed", every=0.2)
     (container,) = containers_of(docker_client, "rd_mark_failed", run_id, "long")
     state = docker_client.api.inspect_container(container["Id"])["State"]
     assert state["ExitCode"] == 143, "stopped with SIGTERM within the grace period, not killed"
@@ -93,32 +72,26 @@ def test_mark_failed_while_deferred_stops_the_container(services: AirflowService
 def test_mark_success_or_clear_while_deferred_stops_the_container(
     services: AirflowServices, docker_client: docker.DockerClient, action: str
 ) -> None:
-    task_id = f"mark_{action}"
-    run_id = services.trigger("rd_user_actions") if action == "success" else latest_run(services, "rd_user_actions")
-    services.wait_task("rd_user_actions", run_id, task_id, ("deferred",))
-    wait_for_log_line(services, "rd_user_actions", run_id, task_id, "running")
-    (first,) = running_containers(docker_client, "rd_user_actions", run_id, task_id)
+    dag_id = f"rd_mark_{action}"
+    run_id = services.trigger(dag_id)
+    services.wait_task(dag_id, run_id, "loops", ("deferred",))
+    wait_for_log_line(services, dag_id, run_id, "loops", "running")
+    (first,) = running_containers(docker_client, dag_id, run_id, "loops")
     if action == "success":
-        services.set_task_state("rd_user_actions", run_id, task_id, "success")
+        services.set_task_state(dag_id, run_id, "loops", "success")
     else:
-        services.rest("POST", "/api/v2/dags/rd_user_actions/clearTaskInstances",
-                      {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False})
-    deadline = time.monotonic() + 30
-    while docker_client.api.inspect_container(first["Id"])["State"]["Running"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+        services.rest("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances",
+                      {"dry_run": False, "dag_run_id": run_id, "task_ids": ["loops"], "only_failed": False})
+    wait_until(lambda: not docker_client.api.inspect_container(first["Id"])["State"]["Running"], 30,
+               f"the container stopped after {action}", every=0.2)
     assert docker_client.api.inspect_container(first["Id"])["State"]["ExitCode"] == 143
     if action == "clear":
         # the cleared task runs again in a fresh container of its own
-        services.wait_task("rd_user_actions", run_id, task_id, ("success",), timeout=90)
-        tries = sorted(c["Labels"]["io.remote-docker.try_number"] for c in containers_of(docker_client, "rd_user_actions", run_id, task_id))
+        services.wait_task(dag_id, run_id, "loops", ("success",), timeout=90)
+        tries = sorted(c["Labels"]["io.remote-docker.try_number"] for c in containers_of(docker_client, dag_id, run_id, "loops"))
         assert tries == ["1", "2"]
     else:
-        assert services.states("rd_user_actions", run_id)[task_id] == "success"
-
-
-def latest_run(services: AirflowServices, dag_id: str) -> str:
-    runs = services.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
-    return runs[0]["dag_run_id"]
+        assert services.states(dag_id, run_id)["loops"] == "success"
 
 
 def test_triggerer_restart_does_not_stop_the_container(services: AirflowServices, docker_client: docker.DockerClient) -> None:
@@ -151,10 +124,7 @@ def test_execution_timeout_while_deferred(services: AirflowServices, docker_clie
 def test_worker_killed_after_start_reattaches(services: AirflowServices, docker_client: docker.DockerClient) -> None:
     run_id = services.trigger("rd_worker_kill")
     marker = services.home / "reattach.pid"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert marker.exists(), "try 1 never started its container"
+    wait_until(marker.exists, 60, "try 1 started its container", every=0.2)
     assert len(running_containers(docker_client, "rd_worker_kill", run_id, "reattach")) == 1
     os.kill(int(marker.read_text()), signal.SIGKILL)  # the task process our scheduler's worker started
     assert services.wait_run("rd_worker_kill", run_id, timeout=150) == "success"
@@ -176,7 +146,9 @@ def test_secrets_never_in_logs_trigger_kwargs_events_or_the_database(services: A
     run_id = services.trigger("rd_masked")
     fernet = Fernet(re.search(r"^fernet_key = (\S+)$", (services.home / "airflow.cfg").read_text(), re.M).group(1))
     kwargs_seen = 0
-    while services.run_state("rd_masked", run_id) not in ("success", "failed"):
+
+    def finished_checking_kwargs() -> bool:
+        nonlocal kwargs_seen
         with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
             rows = db.execute("select kwargs from trigger").fetchall()
         for (stored,) in rows:
@@ -184,7 +156,9 @@ def test_secrets_never_in_logs_trigger_kwargs_events_or_the_database(services: A
             # Airflow 3.3 stores them as plain JSON (encrypted only if the client encrypts): check both ways
             decrypted = stored.encode() if stored.startswith("{") else fernet.decrypt(stored.encode())
             assert not any(secret in stored.encode() or secret in decrypted for secret in secrets), decrypted
-        time.sleep(0.3)
+        return services.run_state("rd_masked", run_id) in ("success", "failed")
+
+    wait_until(finished_checking_kwargs, 180, "rd_masked finished")
     assert kwargs_seen, "never saw a trigger row while the tasks were deferred"
     assert services.states("rd_masked", run_id) == {"masked": "success", "masked_fails": "failed", "private_pull": "success"}
     log = services.task_log("rd_masked", run_id, "masked")

@@ -53,8 +53,10 @@ with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
     sh("files", "cat /data/text.txt /data/bytes.bin /data/dir/a.txt /data/dir/sub/b.txt; ls -l /data/text.txt",
        files={"/data/text.txt": "text-content\n", "/data/bytes.bin": b"bytes-content\n",
               "/data/dir": HERE / "data"})
-    sh("private_env", "echo secret=$SECRET; echo public=$PUBLIC", environment={"PUBLIC": "visible"},
+    sh("private_env", "echo secret=$SECRET; echo public=$PUBLIC; echo err-$SECRET >&2", environment={"PUBLIC": "visible"},
        private_environment={"SECRET": SECRET})
+    sh("private_env_sync", "echo secret=$SECRET; echo err-$SECRET >&2", private_environment={"SECRET": SECRET},
+       deferrable=False)
     RemoteDockerOperator(task_id="templated", image=IMAGE, network_mode="none", auto_remove="force",
                          command="sh -c 'echo {{ params.greeting }} $RUN_ID $FROM_FILE'",
                          environment={"RUN_ID": "{{ run_id }}"}, env_file="vars.env")

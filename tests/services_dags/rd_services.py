@@ -64,10 +64,10 @@ with DAG("rd_masked", schedule=None, start_date=START, catchup=False):
     RemoteDockerOperator(task_id="private_pull", image=f"{REGISTRY}/rd/busybox:1", docker_conn_id="rd_registry", pull="always",
                          network_mode="none", command=["sh", "-c", "echo pulled; sleep 6; echo done"], auto_remove="force")
 
-with DAG("rd_user_actions", schedule=None, start_date=START, catchup=False):
-    for action in ("success", "clear"):
+for action in ("success", "clear"):
+    with DAG(f"rd_mark_{action}", schedule=None, start_date=START, catchup=False):
         # The first try loops until stopped; a try started by "clear" finishes at once.
-        sh(f"mark_{action}", "trap 'echo got-sigterm; exit 143' TERM; echo running; "
+        sh("loops", "trap 'echo got-sigterm; exit 143' TERM; echo running; "
            "if [ \"$TRY\" = 1 ]; then while true; do sleep 1; done; fi; echo later-try",
            environment={"TRY": "{{ ti.try_number }}"}, stop_timeout=5, auto_remove="never")
 
