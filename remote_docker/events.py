@@ -17,7 +17,7 @@ from remote_docker.logs import LogSummary
 
 EVENT_VERSION = 2
 
-Status = Literal["exited", "timeout", "gone", "error"]
+Status = Literal["exited", "timeout", "gone", "error", "start_on_worker"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class WatchEnd:
     * ``gone``: someone removed the container while it was watched.
     * ``error``: it could not be watched (or started) at all; ``message`` says why and
       ``retryable`` whether another try could do better.
+    * ``start_on_worker``: a trigger that was to start the container found a decision only a worker
+      can make (an earlier try's container still runs); the worker starts or reattaches.
     """
 
     status: Status

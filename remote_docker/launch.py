@@ -8,13 +8,17 @@ one). A container created but not started is removed again, so nothing half-made
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from remote_docker.engine import Engine, EngineError
 from remote_docker.hook import ImageError, RemoteDockerHook
-from remote_docker.spec import LABEL_PREFIX
+from remote_docker.spec import LABEL_PREFIX, TRY_LABEL
+
+_RUNNING_STATES = ("running", "paused", "restarting")
 
 
 class LaunchError(Exception):
@@ -78,9 +82,9 @@ class Launch:
             return True
         theirs = holder["Config"].get("Labels") or {}
         ours = self.body.get("Labels") or {}
-        same_task = all(theirs.get(k) == v for k, v in ours.items()
-                        if k.startswith(LABEL_PREFIX) and not k.endswith("try_number"))
-        if same_task and not holder["State"]["Running"]:
+        same_task = all(theirs.get(k) == v for k, v in ours.items() if k.startswith(LABEL_PREFIX) and k != TRY_LABEL)
+        earlier_try = theirs.get(TRY_LABEL) != ours.get(TRY_LABEL)  # this try's own is never removed here
+        if same_task and earlier_try and not holder["State"]["Running"]:
             log.info("Removing finished container %s of an earlier try to reuse its name", holder["Id"][:12])
             await engine.remove(holder["Id"])
             return True
@@ -107,3 +111,36 @@ async def _remove_quietly(engine: Engine, container_id: str, log: Any) -> None:
         await engine.remove(container_id)
     except EngineError as err:
         log.warning("Could not remove container %s: %s", container_id[:12], err)
+
+
+def try_name(labels: Mapping[str, str]) -> str:
+    """A container name unique to one try of one task instance: readable, and the daemon's own
+    uniqueness check makes a second create of the same try fail instead of duplicating it."""
+    digest = hashlib.sha256("\0".join(f"{k}={v}" for k, v in sorted(labels.items())).encode()).hexdigest()[:12]
+    task = re.sub(r"[^a-zA-Z0-9_.-]+", "-", f"{labels[f'{LABEL_PREFIX}dag_id']}.{labels[f'{LABEL_PREFIX}task_id']}")
+    return f"rd-{task[:80].strip('-.')}-{digest}"
+
+
+async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], log: Any) -> str | None:
+    """Start this try's container, exactly once however often this runs (a triggerer restart or a
+    hand-over runs it again): the try's own container is adopted (and started if it was only
+    created). None when an earlier try's container is still running: only a worker, which knows
+    how that try ended (task_state_store), may decide whether to reattach to it."""
+    same_task = {k: v for k, v in labels.items() if k != TRY_LABEL}
+    found = await engine.find(same_task)
+    mine = [c for c in found if c["Labels"].get(TRY_LABEL) == labels[TRY_LABEL]]
+    if not mine and any(c["State"] in _RUNNING_STATES for c in found):
+        return None
+    if not mine:
+        named = launch if launch.name else replace(launch, name=try_name(labels))
+        try:
+            return await named.start(engine, log)
+        except LaunchError:
+            mine = await engine.find(labels)  # a twin created it first (the name is taken)
+            if not mine:
+                raise
+    container = mine[-1]
+    if container["State"] == "created":
+        await engine.start(container["Id"])
+    log.info("Continuing with container %s, which this try started before (%s)", container["Id"][:12], container["State"])
+    return container["Id"]

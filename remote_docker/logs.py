@@ -183,6 +183,10 @@ class LineSplitter:
             start = end + 1
         del buffer[:start]
 
+    def held(self) -> dict[int, bytearray]:
+        """The begun, unfinished line of each stream."""
+        return {stream: buffer for stream, buffer in self._partial.items() if buffer}
+
     def flush(self) -> Iterator[Line]:
         for stream, buffer in self._partial.items():
             if buffer:
@@ -205,10 +209,14 @@ def decode_line(raw: bytes | bytearray) -> str:
     return bytes(raw).decode("utf-8", errors="replace")
 
 
-async def stdout_lines(chunks: AsyncIterable[bytes], tty: bool = False) -> list[str]:
-    """All stdout lines of a non-follow ``/logs`` read (``timestamps=1``, stdout only)."""
-    decoder, splitter, lines = FrameDecoder(tty=tty), LineSplitter(), []
+async def stdout_lines(chunks: AsyncIterable[bytes], tty: bool = False, max_bytes: int | None = None) -> list[str] | None:
+    """All stdout lines of a non-follow ``/logs`` read (``timestamps=1``, stdout only); None once the
+    stream passes ``max_bytes``."""
+    decoder, splitter, lines, received = FrameDecoder(tty=tty), LineSplitter(), [], 0
     async for chunk in chunks:
+        received += len(chunk)
+        if max_bytes is not None and received > max_bytes:
+            return None
         for stream, payload in decoder.feed(chunk):
             lines += [line.text for line in splitter.feed(stream, split_timestamp(payload)[1])]
     if tty and (rest := decoder.leftover()):
@@ -262,7 +270,7 @@ class LogFollower:
     and the last stdout line kept for the result, and a cursor to resume from."""
 
     def __init__(self, out: Any, cursor: LogCursor | None = None, *, tty: bool = False, tail_lines: int = 20,
-                 counts: dict[str, int] | None = None) -> None:
+                 counts: dict[str, int] | None = None, partial: dict[str, str] | None = None) -> None:
         self.out = out  # logger with .info / .warning, bound once (structlog's proxy rebuilds per call)
         self.cursor = cursor or LogCursor()
         self.tty = tty
@@ -277,6 +285,23 @@ class LogFollower:
         self.last_line_at: float | None = None  # monotonic time of the last line logged
         self._in_long_line: set[int] = set()  # streams in the middle of an over-long line
         self._decoder = FrameDecoder(tty=tty)
+        for stream, text in (partial or {}).items():  # a line another follower had begun
+            self.splitter.feed(int(stream), text.encode("latin-1"))
+
+    @classmethod
+    def taking_over(cls, out: Any, handed: dict | None, **kwargs: Any) -> LogFollower:
+        """A follower that goes on where ``handover()`` of another one stopped."""
+        handed = handed or {}
+        return cls(out, LogCursor.from_dict(handed), counts=handed.get("lines"), partial=handed.get("partial"), **kwargs)
+
+    def handover(self) -> dict[str, Any]:
+        """Where this follower stopped, for another to go on without repeating or splitting a line. A line
+        begun but not ended travels too, unless private values are set (a fragment can't be redacted)."""
+        held = {str(stream): bytes(buffer).decode("latin-1") for stream, buffer in self.splitter.held().items()}
+        if held and self.secrets:
+            self.flush()
+            held = {}
+        return {**self.cursor.to_dict(), "lines": dict(self.counts), "partial": held}
 
     def keep_secret(self, value: str) -> None:
         if len(value) >= MIN_REDACTED_LENGTH and value not in self.secrets:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import threading
 import time
 import warnings
 from collections.abc import Container, Coroutine, Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import checkpoints, reattach
+from remote_docker import checkpoints, compat, ending, reattach, trigger_start
 from remote_docker.compat import AirflowException, AirflowFailException
 from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
 from remote_docker.engine import Engine, EngineError
@@ -34,14 +35,16 @@ from remote_docker.launch import Launch, LaunchError
 from remote_docker.logs import LogFollower, container_log
 from remote_docker.outcome import Outcome
 from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
-from remote_docker.spec import ContainerSpec, SpecError, files_archive, task_labels
+from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, files_archive, task_labels
 from remote_docker.triggers import ContainerTrigger
 from remote_docker.watch import ContainerWatch
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_MIN_DEFERRED_SECONDS = 10.0
+# A container that ends within this many seconds of starting finishes on the worker, like the official
+# operator's, with no deferral; longer ones defer. A 1 s container ends well inside it.
+DEFAULT_DEFER_AFTER = 2.0
 AUTO_REMOVE_MODES = ("never", "success", "force")
 # Operator arguments that become the container (one per ContainerSpec field)
 SPEC_FIELDS = tuple(f.name for f in fields(ContainerSpec))
@@ -72,16 +75,25 @@ class RemoteDockerOperator(BaseOperator):
     :param deferrable: free the worker slot while the container runs (default True).
     :param poll_interval: seconds between state checks when the log can't be followed.
     :param stop_timeout: seconds between SIGTERM and SIGKILL when the task is stopped.
-    :param min_deferred_seconds: a deferred task resumes no sooner than this after deferring
-        (apache/airflow#72716); default: ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``, else 10.
+    :param defer_after: seconds the worker follows the container before deferring: one that ends
+        sooner finishes on the worker without a deferral; 0 defers at once. Default:
+        ``REMOTE_DOCKER_DEFER_AFTER``, else 2.
+    :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3).
+        None (default): whenever the task needs nothing of a worker (``trigger_start.why_not``).
+    :param min_deferred_seconds: a task that resumes on a worker after a worker deferral does so no
+        sooner than this after deferring (the stale executor event, ``compat``); default:
+        ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``, else the installed Airflow's need (10 s, no fixed release yet).
     """
 
-    template_fields: Sequence[str] = ("image", "command", "environment", "env_file", "container_name", "mounts",
-                                      "docker_conn_id")
+    template_fields: Sequence[str] = (*TEMPLATED_FIELDS, "docker_conn_id")
     template_fields_renderers = {"env_file": "yaml", "command": "bash", "environment": "json"}
     template_ext: Sequence[str] = (".sh", ".bash", ".env")
     ui_color = "#d9ecfb"
     missing_executable = Launch.missing_executable
+    # Airflow reads these on the class (mapped tasks: never from the triggerer) and on each task when it
+    # serializes the DAG (trigger_start decides, with everything set by then)
+    start_from_trigger = trigger_start.start_from_trigger
+    start_trigger_args = trigger_start.start_trigger_args
 
     def __init__(
         self,
@@ -138,6 +150,8 @@ class RemoteDockerOperator(BaseOperator):
         poll_interval: float = 2.0,
         stop_timeout: int = 10,
         min_deferred_seconds: float | None = None,
+        defer_after: float | None = None,
+        start_from_trigger: bool | None = None,
         # Accepted for compatibility with the official DockerOperator; they have no effect here.
         mount_tmp_dir: bool = False,
         tmp_dir: str | None = None,
@@ -177,8 +191,14 @@ class RemoteDockerOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
         if min_deferred_seconds is None:
-            min_deferred_seconds = float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", DEFAULT_MIN_DEFERRED_SECONDS))
+            min_deferred_seconds = float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", compat.STALE_EVENT_GUARD_SECONDS))
         self.min_deferred_seconds = min_deferred_seconds
+        if defer_after is None:
+            defer_after = float(os.environ.get("REMOTE_DOCKER_DEFER_AFTER", DEFAULT_DEFER_AFTER))
+        if defer_after < 0:
+            raise ValueError(f"defer_after={defer_after} must be 0 or more seconds")
+        self.defer_after = defer_after
+        self.start_from_trigger_wish = start_from_trigger
         self.mount_tmp_dir = mount_tmp_dir
         if mount_tmp_dir or host_tmp_dir or tmp_dir or tls_ssl_version:
             warnings.warn(
@@ -187,6 +207,7 @@ class RemoteDockerOperator(BaseOperator):
                 UserWarning, stacklevel=2,
             )
         self.container_id: str | None = None
+        self._handed_over: dict | None = None  # the log cursor the trigger takes over
 
     # ------------------------------------------------------------------ connection
 
@@ -225,6 +246,8 @@ class RemoteDockerOperator(BaseOperator):
                 "tls_client_key is PEM text: a deferred task would store it in clear in Airflow's trigger table; "
                 "put the key in the remote_docker connection (remote_docker_conn_id) or pass a file path"
             )
+        if compat.START_IN_TRIGGERER and self.start_from_trigger_wish is not False and (why := trigger_start.why_not(self)):
+            self.log.info("Starting on a worker, not in the triggerer: %s.", why)
         ti = context["ti"]
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
@@ -234,44 +257,54 @@ class RemoteDockerOperator(BaseOperator):
                             missing_executable=self.missing_executable)
         except (SpecError, ImageError) as err:
             raise AirflowFailException(str(err)) from None
-        record = reattach.recall(context, self.log)
         deadline = self._deadline(ti)
-        if not self.deferrable:
-            return self._run(self._start_and_watch(launch, labels, record, deadline))
-        self.container_id = self._run(self._start(launch, labels, record))
-        reattach.remember(context, self.container_id, "started", self.log)
+        result = self._run(self._start_and_follow(context, launch, labels, deadline))
+        if result is not _STILL_RUNNING:
+            return result
         trigger = ContainerTrigger(
             container_id=self.container_id, remote_docker_conn_id=self.remote_docker_conn_id,
-            hook_params=self.hook_params, deadline=deadline, tty=self.tty, stop_timeout=self.stop_timeout,
-            poll_interval=self.poll_interval, secret_env=sorted(self.private_environment),
+            hook_params=self.hook_params, deadline=deadline, log_cursor=self._handed_over, tty=self.tty,
+            stop_timeout=self.stop_timeout, poll_interval=self.poll_interval, secret_env=sorted(self.private_environment),
             not_before=time.time() + self.min_deferred_seconds if self.min_deferred_seconds else None,
+            ending=self.ending_here(),
         )
         self.log.info("Deferring while container %s runs; its output follows in this log.", self.container_id[:12])
         reattach.remember(context, self.container_id, "deferred", self.log)
         checkpoints.begin(ti, self.container_id)
         self.defer(trigger=trigger, method_name="execute_complete")
 
-    async def _start(self, launch: Launch, labels: dict[str, str], record: dict | None) -> str:
-        async with self.hook.engine() as engine:
-            found = await reattach.find_running(engine, labels, record, self.stop_timeout, self.log)
-            return found or await launch.start(engine, self.log)
+    async def _start(self, engine: Engine, launch: Launch, labels: dict[str, str], record: dict | None) -> str:
+        found = await reattach.find_running(engine, labels, record, self.stop_timeout, self.log)
+        return found or await launch.start(engine, self.log)
 
-    async def _start_and_watch(self, launch: Launch, labels: dict[str, str], record: dict | None,
-                               deadline: float | None) -> Any:
-        """deferrable=False: start and watch here, with the trigger's own code; stop the container if interrupted."""
+    async def _start_and_follow(self, context: Context, launch: Launch, labels: dict[str, str],
+                                deadline: float | None) -> Any:
+        """Start (or reattach), then follow the container here: to its end with ``deferrable=False``, else
+        for ``defer_after`` seconds. The result if it ended, ``_STILL_RUNNING`` if the task should defer."""
+        record = reattach.recall(context, self.log)
         async with self.hook.engine() as engine:
-            self.container_id = await reattach.find_running(engine, labels, record, self.stop_timeout, self.log) \
-                or await launch.start(engine, self.log)
+            self.container_id = await self._start(engine, launch, labels, record)
+            reattach.remember(context, self.container_id, "started", self.log)
             follower = LogFollower(container_log(), tty=self.tty)
             for value in self.private_environment.values():
                 follower.keep_secret(str(value))
             watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval)
-            try:
-                end = await watch.until_end_or_deadline(deadline)
-            except BaseException:
-                await asyncio.shield(engine.stop(self.container_id, self.stop_timeout))
-                raise
+            if self.deferrable:
+                end = await watch.within(self.defer_after, deadline)
+                if end is None:  # still running: the trigger goes on from here
+                    self._handed_over = follower.handover()
+                    return _STILL_RUNNING
+            else:
+                try:
+                    end = await watch.until_end_or_deadline(deadline)
+                except BaseException:
+                    await asyncio.shield(engine.stop(self.container_id, self.stop_timeout))
+                    raise
             return await self._collect(engine, end)
+
+    def ending_here(self) -> dict | None:
+        """How the trigger may end this task without a worker (``ending.Ending``), or None."""
+        return ending.for_task(self, RemoteDockerOperator)
 
     def _mask_private_environment(self) -> None:
         from airflow.sdk.log import mask_secret
@@ -292,6 +325,9 @@ class RemoteDockerOperator(BaseOperator):
         """Back on a worker after the trigger fired: judge the container, collect the result, clean up."""
         self._mask_private_environment()
         end = WatchEnd.from_payload(event)
+        if end.status == "start_on_worker":  # the triggerer started nothing: decide here, as a worker does
+            self.log.info("Starting on a worker: %s.", end.message)
+            return self.execute(context)
         self.container_id = end.container_id
         checkpoints.end(context["ti"], self.log)
         if end.status == "error":
@@ -334,14 +370,23 @@ class RemoteDockerOperator(BaseOperator):
         """The task was killed while its worker held it (deferrable=False, or before deferring)."""
         if not self.container_id:
             return
+        container_id = self.container_id
 
         async def stop() -> None:
             async with self.hook.engine() as engine:
-                stopped = await engine.stop(self.container_id, self.stop_timeout)
-                if stopped and self.auto_remove == "force":
-                    await engine.remove(self.container_id)
+                if await engine.stop(container_id, self.stop_timeout) and self.auto_remove == "force":
+                    await engine.remove(container_id)
 
-        try:
-            asyncio.run(stop())
-        except (EngineError, RuntimeError) as err:
-            self.log.warning("Could not stop container %s: %s", self.container_id[:12], err)
+        def stop_in_own_loop() -> None:
+            try:
+                asyncio.run(stop())
+            except Exception as err:
+                self.log.warning("Could not stop container %s: %s", container_id[:12], err)
+
+        # Airflow calls this from a signal handler, possibly while this thread runs our event loop
+        thread = threading.Thread(target=stop_in_own_loop, daemon=True)
+        thread.start()
+        thread.join(self.stop_timeout + 2 * self.hook.config.timeout)
+
+
+_STILL_RUNNING = object()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from remote_docker.engine import Engine
-from remote_docker.spec import LABEL_PREFIX
+from remote_docker.spec import TRY_LABEL
 
 # task_state_store key: which container this task instance runs, and how far the try got with it.
 STATE_KEY = "remote_docker_container"
@@ -45,7 +45,7 @@ def recall(context: Any, log: Any) -> dict | None:
 async def find_running(engine: Engine, labels: dict[str, str], record: dict | None, stop_timeout: int,
                        log: Any) -> str | None:
     """A running container of an earlier try of this task instance to reattach to, or None."""
-    same_task = {k: v for k, v in labels.items() if not k.endswith("try_number")}
+    same_task = {k: v for k, v in labels.items() if k != TRY_LABEL}
     found = await engine.find(same_task)
     for leftover in (c for c in found if c["State"] == "created"):
         # created but never started: the earlier try died in between; it never ran
@@ -61,6 +61,6 @@ async def find_running(engine: Engine, labels: dict[str, str], record: dict | No
     if not running:
         return None
     chosen = running[-1]
-    try_number = chosen["Labels"].get(f"{LABEL_PREFIX}try_number", "?")
+    try_number = chosen["Labels"].get(TRY_LABEL, "?")
     log.info("Reattaching to container %s, started by try %s and still %s", chosen["Id"][:12], try_number, chosen["State"])
     return chosen["Id"]

@@ -21,6 +21,9 @@ from typing import Any
 from dotenv import dotenv_values
 
 LABEL_PREFIX = "io.remote-docker."
+TRY_LABEL = f"{LABEL_PREFIX}try_number"
+# The container's fields Airflow renders as templates (as the official DockerOperator does)
+TEMPLATED_FIELDS = ("image", "command", "environment", "env_file", "container_name", "mounts")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -263,7 +266,7 @@ def task_labels(dag_id: str, task_id: str, run_id: str, map_index: int, try_numb
         f"{LABEL_PREFIX}task_id": task_id,
         f"{LABEL_PREFIX}run_id": run_id,
         f"{LABEL_PREFIX}map_index": str(map_index),
-        f"{LABEL_PREFIX}try_number": str(try_number),
+        TRY_LABEL: str(try_number),
     }
 
 

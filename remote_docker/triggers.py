@@ -1,13 +1,18 @@
-"""``ContainerTrigger``: watch a started container from the triggerer and report how it ended.
+"""``ContainerTrigger``: a task's container, watched (and on Airflow >= 3.3 started) from the triggerer.
 
-Lifecycle of ``run()``: resume (the log cursor from the worker, or a checkpoint a dead
-triggerer left) → follow the log and wait for the exit, riding out daemon outages → at the
-deadline kill the container → fire one event (``events.WatchEnd``).
+Lifecycle of ``run()``:
 
-A trigger can run more than once (triggerer restart, hand-over), so it never creates or
-removes a container. The two things it may do to one are those nobody else can do while the
-task is deferred: kill it when the task's deadline passes, and stop it when a user marks or
-clears the task (``on_kill``, Airflow >= 3.3).
+1. start, when the task started in the triggerer (``start``): this try's container is found by
+   its labels or created and started, exactly once however often this runs (``launch.start_once``);
+2. resume: the log cursor from the worker, or a checkpoint a dead triggerer left;
+3. follow the log and wait for the exit, riding out daemon outages; at the deadline kill the
+   container;
+4. end: a container that exited 0 and needs nothing of a worker ends its task here
+   (``ending``); otherwise one event (``events.WatchEnd``) resumes the task on a worker.
+
+Besides starting, the only things it does to a container are those nobody else can do while
+the task is deferred: kill it at the deadline, stop it when a user marks or clears the task
+(``on_kill``), and remove it after success when ``auto_remove`` asks.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker import checkpoints
+from remote_docker import checkpoints, ending
 from remote_docker.connection import DaemonConfigError
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.logs import LogCursor, LogFollower, container_log
+from remote_docker.launch import Launch, LaunchError, start_once
+from remote_docker.logs import LogFollower, container_log
+from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
 
 # In a triggerer, trigger log lines reach the task's log file through the triggerer's supervisor, which
@@ -32,30 +39,37 @@ from remote_docker.watch import ContainerWatch
 # queued then go to the triggerer's own output instead (Airflow 3.3; seen under load with the last
 # line of a container). Firing no sooner than this after the last line lets the queue drain first.
 LOG_DRAIN_SECONDS = 1.0
+_KWARGS = ("container_id", "remote_docker_conn_id", "hook_params", "deadline", "log_cursor", "tty", "stop_timeout",
+           "poll_interval", "daemon_lost_timeout", "tail_lines", "not_before", "secret_env", "checkpoint_interval",
+           "ending", "start", *TEMPLATED_FIELDS)
 
 
 class ContainerTrigger(BaseTrigger):
     """Stream a container's stdout/stderr into the task log and fire once when it ends.
 
-    :param container_id: the started container.
+    :param container_id: the started container; None when this trigger starts it (``start``).
     :param remote_docker_conn_id: daemon connection; ``hook_params`` are the operator's overrides.
     :param deadline: absolute UNIX time after which the container is killed (``execution_timeout``).
-    :param log_cursor: where an earlier watcher stopped reading (see ``LogCursor``).
+    :param log_cursor: where an earlier watcher stopped reading (``LogFollower.handover()``).
     :param tty: whether the container has a TTY (its log stream is then not multiplexed).
     :param stop_timeout: seconds between SIGTERM and SIGKILL when a user stops the task.
     :param poll_interval: seconds between state checks when no log stream can be followed.
     :param daemon_lost_timeout: give up after the daemon has been unreachable this long.
-    :param not_before: UNIX time before which no event is fired (see the operator's ``min_deferred_seconds``).
+    :param not_before: UNIX time before which no event resumes the task on a worker (``compat.STALE_EVENT_GUARD_SECONDS``).
     :param secret_env: names of ``private_environment`` variables. Their values are read from the
         container and redacted from every line logged and from the event; they are never part of
         the trigger's kwargs (Airflow stores those in its database).
     :param checkpoint_interval: seconds between log checkpoints (an XCom of the task instance), so a
         trigger restarted elsewhere repeats at most this much (+ ``checkpoints.LAG``) of the log; 0: none.
+    :param ending: how the task may end here (``ending.Ending``); None: always resume on a worker.
+    :param start: the container to start here: ``spec`` (``ContainerSpec`` fields but the templated
+        ones, which are kwargs of their own so the triggerer renders them), ``pull``,
+        ``missing_executable`` and ``execution_timeout`` (seconds).
     """
 
     def __init__(
         self,
-        container_id: str,
+        container_id: str | None,
         remote_docker_conn_id: str | None,
         hook_params: dict[str, Any] | None = None,
         deadline: float | None = None,
@@ -68,6 +82,9 @@ class ContainerTrigger(BaseTrigger):
         not_before: float | None = None,
         secret_env: list[str] | None = None,
         checkpoint_interval: float = 5.0,
+        ending: dict | None = None,
+        start: dict | None = None,
+        **templated: Any,
     ) -> None:
         super().__init__()
         self.container_id = container_id
@@ -83,16 +100,21 @@ class ContainerTrigger(BaseTrigger):
         self.not_before = not_before
         self.secret_env = list(secret_env or [])
         self.checkpoint_interval = checkpoint_interval
+        self.ending = ending
+        self.start = start
+        unknown = set(templated) - set(TEMPLATED_FIELDS)
+        if unknown:
+            raise TypeError(f"ContainerTrigger got unknown argument(s) {', '.join(sorted(unknown))}")
+        for name in TEMPLATED_FIELDS:  # attributes of their own: the triggerer renders them in place
+            setattr(self, name, templated.get(name))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        names = ("container_id", "remote_docker_conn_id", "hook_params", "deadline", "log_cursor", "tty", "stop_timeout",
-                 "poll_interval", "daemon_lost_timeout", "tail_lines", "not_before", "secret_env", "checkpoint_interval")
-        return "remote_docker.triggers.ContainerTrigger", {name: getattr(self, name) for name in names}
+        return "remote_docker.triggers.ContainerTrigger", {name: getattr(self, name) for name in _KWARGS}
 
     @property
     def task_instance_in_triggerer(self) -> Any | None:
         """The task instance a triggerer sets before ``run()``; None when the trigger runs inline
-        (``dags test``): then there is no checkpoint store and no log race."""
+        (``dags test``): then there is no checkpoint store, no log race and no ending here."""
         return getattr(self, "task_instance", None)
 
     def hook(self) -> RemoteDockerHook:
@@ -101,16 +123,39 @@ class ContainerTrigger(BaseTrigger):
     # ------------------------------------------------------------------ run
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        follower = LogFollower(container_log(), LogCursor.from_dict(self.log_cursor), tty=self.tty,
-                               tail_lines=self.tail_lines, counts=(self.log_cursor or {}).get("lines"))
+        follower = LogFollower.taking_over(container_log(), self.log_cursor, tty=self.tty, tail_lines=self.tail_lines)
+        task_end = None
         try:
             async with self.hook().engine() as engine:
-                end = await self._watch(engine, follower)
+                end = await self._start(engine) if self.start else None
+                end = end or await self._watch(engine, follower)
+                if end.succeeded and (how := self._ending_here()):
+                    task_end = await ending.end_task(engine, end, how, self.task_instance, self.log)
         except (DaemonConfigError, EngineError) as err:
             follower.flush()
             end = WatchEnd("error", self.container_id, log=follower.summary(), message=str(err))
-        await self._pause_before_firing(follower)
-        yield TriggerEvent(end.to_payload())
+        await self._pause_before_firing(follower, resuming_on_worker=task_end is None)
+        yield task_end or TriggerEvent(end.to_payload())
+
+    async def _start(self, engine: Engine) -> WatchEnd | None:
+        """Start this try's container here; a ``WatchEnd`` when that can't be done."""
+        ti = self.task_instance
+        labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        try:
+            spec = ContainerSpec(**self.start["spec"], **{name: getattr(self, name) for name in TEMPLATED_FIELDS})
+            launch = Launch(image=spec.image, body=spec.create_body(labels), name=spec.container_name,
+                            pull=self.start.get("pull", "missing"),
+                            missing_executable=self.start.get("missing_executable", Launch.missing_executable))
+            self.container_id = await start_once(engine, launch, labels, self.log)
+        except (SpecError, LaunchError) as err:
+            return WatchEnd("error", None, message=str(err), retryable=False, daemon=engine.url)
+        if self.container_id is None:
+            return WatchEnd("start_on_worker", None, daemon=engine.url,
+                            message="a container of an earlier try of this task is still running")
+        if (timeout := self.start.get("execution_timeout")) and self.deadline is None:
+            started = getattr(ti, "start_date", None)
+            self.deadline = (started.timestamp() if started else time.time()) + timeout
+        return None
 
     async def _watch(self, engine: Engine, follower: LogFollower) -> WatchEnd:
         watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
@@ -131,13 +176,16 @@ class ContainerTrigger(BaseTrigger):
         await keeper.resume(follower)
         return asyncio.create_task(keeper.keep(follower))
 
-    async def _pause_before_firing(self, follower: LogFollower) -> None:
+    def _ending_here(self) -> ending.Ending | None:
+        if self.task_instance_in_triggerer is None or not ending.possible_here():
+            return None
+        return ending.Ending.from_kwargs(self.ending)
+
+    async def _pause_before_firing(self, follower: LogFollower, *, resuming_on_worker: bool) -> None:
         pause = 0.0
         if self.task_instance_in_triggerer is not None and follower.last_line_at is not None:
             pause = LOG_DRAIN_SECONDS - (time.monotonic() - follower.last_line_at)
-        if self.not_before:
-            # Airflow can fail a task whose trigger fires right after deferral: the scheduler may drain
-            # the worker's stale defer-exit event after the resumed try started (see compat.STALE_EVENT_GUARD).
+        if self.not_before and resuming_on_worker:
             pause = max(pause, self.not_before - time.time())
         if pause > 0:
             await asyncio.sleep(pause)
@@ -147,6 +195,22 @@ class ContainerTrigger(BaseTrigger):
 
         Airflow >= 3.3 calls this only for user actions, never for a triggerer shutdown or hand-over.
         """
-        self.log.info("Task stopped by a user: stopping container %s (grace %ss)", self.container_id[:12], self.stop_timeout)
-        async with self.hook().engine() as engine:  # stop() is bounded by the grace plus the API timeout
-            await engine.stop(self.container_id, self.stop_timeout)
+        async with self.hook().engine() as engine:
+            if self.container_id:
+                await self._stop(engine, self.container_id)
+                return
+            for container in await self._this_try(engine):  # the user acted while run() was starting one
+                if container["State"] == "created":
+                    await engine.remove(container["Id"])  # it never ran
+                else:
+                    await self._stop(engine, container["Id"])
+
+    async def _stop(self, engine: Engine, container_id: str) -> None:
+        self.log.info("Task stopped by a user: stopping container %s (grace %ss)", container_id[:12], self.stop_timeout)
+        await engine.stop(container_id, self.stop_timeout)  # bounded by the grace plus the API timeout
+
+    async def _this_try(self, engine: Engine) -> list[dict[str, Any]]:
+        ti = self.task_instance_in_triggerer
+        if ti is None:
+            return []
+        return await engine.find(task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number))

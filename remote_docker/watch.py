@@ -45,6 +45,12 @@ class ContainerWatch:
             return await self.until_end()
         return await self.kill_at_deadline()
 
+    async def within(self, seconds: float, deadline: float | None) -> WatchEnd | None:
+        """``until_end_or_deadline()`` for at most ``seconds``; None if the container still runs then."""
+        with anyio.move_on_after(seconds):
+            return await self.until_end_or_deadline(deadline)
+        return None
+
     async def until_end(self) -> WatchEnd:
         try:
             return await self._follow()

@@ -1,5 +1,9 @@
-"""RemoteDockerOperator under real `airflow dags test` (the trigger runs inline) against the real
-mutual-TLS daemon. One run of tests/dags/rd_behaviour.py; each test checks one of its tasks."""
+"""RemoteDockerOperator under real `airflow dags test` against the real mutual-TLS daemon.
+
+tests/dags/rd_behaviour.py runs twice and each test checks one of its tasks in both runs: once as
+tasks run by default (most of these containers end inside the worker's ``defer_after`` window and
+never defer), once with ``defer_after=0`` so every task defers and the trigger (run inline by
+`dags test`) does the watching."""
 
 from __future__ import annotations
 
@@ -14,10 +18,16 @@ from conftest import AirflowEnv, Daemon, DagRunResult, containers_of
 SECRET = "pr1vate-Value-42"
 
 
-@pytest.fixture(scope="module")
-def run(airflow_env: AirflowEnv) -> DagRunResult:
-    result = airflow_env.dags_test("rd_behaviour")
+@pytest.fixture(scope="module", params=["window", "deferred"])
+def run(request, airflow_env: AirflowEnv) -> DagRunResult:
+    extra = {"REMOTE_DOCKER_DEFER_AFTER": "0"} if request.param == "deferred" else {}
+    result = airflow_env.dags_test("rd_behaviour", extra_env=extra)
     assert result.tasks, result.stdout[-3000:]
+    deferred = {task_id for task_id, task in result.tasks.items() if "[DAG TEST] running trigger in line" in task.text()}
+    if request.param == "deferred":
+        assert deferred >= {"interleaved", "fails", "files", "private_env"}, deferred
+    else:
+        assert not deferred & {"interleaved", "fails", "files", "private_env"}, deferred
     return result
 
 
