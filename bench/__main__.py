@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, Result, machine, start_daemon, stop_daemon
 
+NAMES = ("p1", "p2", "p3", "p4", "p5", "short", "burst")
 SIZES = {
     "quick": {"p1": (8, 10, 2), "p2": ([100, 300], [100]), "p3": 1_000_000, "p4": 100},
     "full": {"p1": (20, 20, 2), "p2": ([100, 300, 1000], [100, 300]), "p3": 10_000_000, "p4": 100},
@@ -27,11 +28,11 @@ SIZES = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true")
-    parser.add_argument("--only", action="append", choices=("p1", "p2", "p3", "p4", "p5"))
+    parser.add_argument("--only", action="append", choices=NAMES)
     args = parser.parse_args()
     mode = "full" if args.full else "quick"
     sizes = SIZES[mode]
-    wanted = args.only or ["p1", "p2", "p3", "p4", "p5"]
+    wanted = args.only or list(NAMES)
     command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or [])
     daemon = start_daemon()
     began = time.monotonic()
@@ -53,10 +54,10 @@ def main() -> int:
 
 
 def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
-    if name == "p1":
-        from p1_p5_airflow import p1
+    import on_airflow
 
-        return p1(daemon, work / "p1-home", *sizes["p1"])
+    if name == "p1":
+        return on_airflow.p1(daemon, work / "p1-home", *sizes["p1"])
     if name == "p2":
         import p2_density
 
@@ -69,9 +70,11 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
         import p4_output
 
         return p4_output.run(daemon, sizes["p4"])
-    from p1_p5_airflow import p5
-
-    return p5(daemon, work / "p5-home")
+    if name == "p5":
+        return on_airflow.p5(daemon, work / "p5-home")
+    if name == "short":
+        return on_airflow.short_tasks(daemon, work / "short-home")
+    return on_airflow.burst(daemon, work / "burst-home")
 
 
 def write_report() -> None:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto
 import logging
 import os
 import weakref
@@ -103,6 +102,7 @@ class _PinnedResolver(AbstractResolver):
 
 
 TLS_BUFFER_ENV = "REMOTE_DOCKER_TLS_READ_BUFFER_KB"
+DEFAULT_STREAM_TLS_BUFFER = 32 * 1024
 
 
 def tls_read_buffer_bytes(value: str | None) -> int | None:
@@ -114,17 +114,32 @@ def tls_read_buffer_bytes(value: str | None) -> int | None:
     return int(value) * 1024
 
 
-def _apply_tls_read_buffer() -> None:
-    """asyncio gives every TLS connection a zero-filled 256 KiB read buffer (``SSLProtocol.max_size``):
-    most of what watching one container costs. A triggerer watching many can shrink it for the whole
-    process by setting ``REMOTE_DOCKER_TLS_READ_BUFFER_KB`` (see docs/deployment.md)."""
+def stream_tls_buffer_bytes() -> int:
+    """The read buffer for our long-lived streams: ``REMOTE_DOCKER_TLS_READ_BUFFER_KB``, else 32 KiB."""
     try:
-        size = tls_read_buffer_bytes(os.environ.get(TLS_BUFFER_ENV))
+        return tls_read_buffer_bytes(os.environ.get(TLS_BUFFER_ENV)) or DEFAULT_STREAM_TLS_BUFFER
     except ValueError as err:
-        log.warning("%s; keeping asyncio's default", err)
-        return
-    if size:
-        asyncio.sslproto.SSLProtocol.max_size = size
+        log.warning("%s; using %d KiB", err, DEFAULT_STREAM_TLS_BUFFER // 1024)
+        return DEFAULT_STREAM_TLS_BUFFER
+
+
+def shrink_tls_read_buffer(transport: Any, size: int) -> bool:
+    """Give one TLS connection of ours a smaller read buffer than asyncio's 256 KiB.
+
+    asyncio allocates a zero-filled read buffer of ``SSLProtocol.max_size`` for every TLS connection,
+    most of what following one container's log costs; a triggerer follows hundreds. Only our follow
+    streams are shrunk, nothing else in the process. This reaches into CPython's sslproto (3.11+,
+    ``_ssl_protocol`` / ``_ssl_buffer``): where those differ it does nothing and says so (False).
+    """
+    protocol = getattr(transport, "_ssl_protocol", None)
+    buffer = getattr(protocol, "_ssl_buffer", None)
+    if not isinstance(buffer, bytearray):
+        return False
+    if len(buffer) > size:  # get_buffer() never asks for more than max_size, so this one stays small
+        protocol.max_size = size
+        protocol._ssl_buffer = bytearray(size)
+        protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
+    return True
 
 
 def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
@@ -139,7 +154,6 @@ def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
         parts = urlsplit(url)
         url = f"{parts.scheme}://{config.tls.hostname}:{parts.port}"
         resolver = _PinnedResolver(config.tls.hostname, config.host.strip("[]"))
-    _apply_tls_read_buffer()
     # limit=0: the default of 100 connections makes watcher 101+ queue behind the others.
     connector = aiohttp.TCPConnector(ssl=config.ssl_context() or False, limit=0, resolver=resolver)
     return aiodocker.Docker(url=url, connector=connector, api_version=api_version)

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 import aiodocker
 import aiohttp
 
+from remote_docker.clients import shrink_tls_read_buffer, stream_tls_buffer_bytes
 from remote_docker.connection import DaemonConfig
 from remote_docker.errors import DaemonError, explain
 
@@ -170,6 +171,8 @@ class Engine:
         try:
             # private: aiodocker's log() drops the stdout/stderr marker and ends quietly on a dropped connection
             async with self._response(f"containers/{container_id}/logs", params=params, timeout=timeout) as response:
+                if follow and response.connection is not None:  # held for as long as the container runs
+                    shrink_tls_read_buffer(response.connection.transport, stream_tls_buffer_bytes())
                 yield response.content.iter_any()
         except BaseException as err:
             raise self.error(err, "reading the log on") from None

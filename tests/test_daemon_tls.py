@@ -11,10 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, run_cli
+from conftest import BUSYBOX_IMAGE, Daemon, run_cli
 
 from remote_docker import certs
-from remote_docker.clients import TLS_BUFFER_ENV, shared_client_count, tls_read_buffer_bytes
+from remote_docker.clients import (
+    TLS_BUFFER_ENV,
+    shared_client_count,
+    shrink_tls_read_buffer,
+    stream_tls_buffer_bytes,
+    tls_read_buffer_bytes,
+)
 from remote_docker.connection import DaemonConfigError
 from remote_docker.errors import DaemonError
 from remote_docker.hook import RemoteDockerHook
@@ -158,18 +164,37 @@ def test_async_clients_are_shared_per_loop(daemon: Daemon) -> None:
     assert (during, after, same) == (1, 0, True)
 
 
-def test_tls_read_buffer_setting_shrinks_every_connection_buffer(daemon: Daemon, monkeypatch) -> None:
+def test_follow_streams_get_a_small_tls_read_buffer_and_nothing_else_does(daemon: Daemon, monkeypatch) -> None:
+    """asyncio's 256 KiB per TLS connection is most of what following a log costs: ours are shrunk, one by one."""
     import asyncio.sslproto
 
-    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)  # restored after
-    monkeypatch.setenv(TLS_BUFFER_ENV, "32")
+    monkeypatch.setenv(TLS_BUFFER_ENV, "48")
+    default = asyncio.sslproto.SSLProtocol.max_size
 
-    async def versions() -> list[str]:
+    client = daemon.client()
+    container = client.api.create_container_from_config(
+        {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", "echo one; sleep 2; echo two"], "HostConfig": {"NetworkMode": "none"}})["Id"]
+    client.api.start(container)
+
+    async def sizes() -> tuple[int, int, bytes]:
         async with hook_for(daemon).engine() as engine:
-            return [v["Version"] for v in await asyncio.gather(*(engine.version() for _ in range(5)))]
+            url = f"{engine.docker.docker_host}/{engine.docker.api_version}/containers/{container}/logs"
+            async with engine.docker.session.get(url, params={"follow": "1", "stdout": "1"}) as response:
+                protocol = response.connection.transport._ssl_protocol  # a follow stream holds its connection
+                before = len(protocol._ssl_buffer)
+                assert shrink_tls_read_buffer(response.connection.transport, stream_tls_buffer_bytes())
+                after = len(protocol._ssl_buffer)
+                body = await response.read()  # TLS goes on working on the shrunk connection
+        return before, after, body
 
-    assert len(asyncio.run(versions())) == 5, "TLS works with the smaller buffer"
-    assert asyncio.sslproto.SSLProtocol.max_size == 32 * 1024  # each new TLS connection allocates this much
+    try:
+        before, after, body = asyncio.run(sizes())
+    finally:
+        client.api.remove_container(container, force=True)
+        client.close()
+    assert (before, after) == (default, 48 * 1024)
+    assert body.endswith(b"two\n") and b"one\n" in body
+    assert asyncio.sslproto.SSLProtocol.max_size == default, "other connections of the process keep asyncio's default"
 
 
 @pytest.mark.parametrize("value", ["8", "1000", "lots", "-64"])

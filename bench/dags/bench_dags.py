@@ -28,10 +28,43 @@ with DAG("bench_p1_official", schedule=None, start_date=START, catchup=False):
         DockerOperator(task_id=f"c{i:02d}", image="bench/p1-official:1", command=SLEEP, network_mode="none",
                        docker_url=URL, tls_verify=True, mount_tmp_dir=False, auto_remove="never", **TLS)
 
+with DAG("bench_p1_ours_worker_start", schedule=None, start_date=START, catchup=False):
+    for i in range(N):  # the same, started by a worker (Airflow < 3.3, or start_from_trigger=False)
+        RemoteDockerOperator(task_id=f"c{i:02d}", image="bench/p1-ours:1", command=SLEEP, network_mode="none",
+                             auto_remove="never", start_from_trigger=False)
+
+ONE_SECOND = ["sh", "-c", "sleep 1; echo hi"]
+
 with DAG("bench_p5_ours", schedule=None, start_date=START, catchup=False):
-    RemoteDockerOperator(task_id="one", image="bench/p1-ours:1", command=["echo", "hi"], network_mode="none",
+    RemoteDockerOperator(task_id="one", image="bench/p1-ours:1", command=ONE_SECOND, network_mode="none",
                          auto_remove="force")
 
 with DAG("bench_p5_official", schedule=None, start_date=START, catchup=False):
-    DockerOperator(task_id="one", image="bench/p1-official:1", command=["echo", "hi"], network_mode="none",
+    DockerOperator(task_id="one", image="bench/p1-official:1", command=ONE_SECOND, network_mode="none",
                    docker_url=URL, tls_verify=True, mount_tmp_dir=False, auto_remove="force", **TLS)
+
+# Short tasks: 8 containers of 0 to 1 s, all at once
+SHORT = [["sh", "-c", f"sleep {i / 7:.2f}; echo done-{i}"] for i in range(8)]
+
+with DAG("bench_short_ours", schedule=None, start_date=START, catchup=False):
+    for i, command in enumerate(SHORT):
+        RemoteDockerOperator(task_id=f"s{i}", image="bench/p1-ours:1", command=command, network_mode="none",
+                             auto_remove="force")
+
+with DAG("bench_short_ours_worker_start", schedule=None, start_date=START, catchup=False):
+    for i, command in enumerate(SHORT):
+        RemoteDockerOperator(task_id=f"s{i}", image="bench/p1-ours:1", command=command, network_mode="none",
+                             auto_remove="force", start_from_trigger=False)
+
+with DAG("bench_short_official", schedule=None, start_date=START, catchup=False):
+    for i, command in enumerate(SHORT):
+        DockerOperator(task_id=f"s{i}", image="bench/p1-official:1", command=command, network_mode="none",
+                       docker_url=URL, tls_verify=True, mount_tmp_dir=False, auto_remove="force", **TLS)
+
+# A burst of immediate exits, at the defaults
+BURST = int(os.environ.get("BENCH_BURST", "200"))
+
+with DAG("bench_burst", schedule=None, start_date=START, catchup=False):
+    for i in range(BURST):
+        RemoteDockerOperator(task_id=f"b{i:03d}", image="bench/p1-ours:1", command=["echo", f"exit-{i}"],
+                             network_mode="none", auto_remove="force")

@@ -1,0 +1,158 @@
+"""Benchmarks through a real scheduler + triggerer (LocalExecutor, SQLite), ours against the official
+DockerOperator on the same TLS daemon, in the same run.
+
+P1 slot release: N tasks of T-second containers, [core] parallelism = W.
+P5 single-task latency: one 1-second container task, run start to task success.
+Short tasks: eight containers of 0 to 1 s at once, DAG run wall.
+Burst: 200 immediate-exit tasks at the defaults: how many fail, and how long they all take.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from airflow_services import AirflowServices
+from common import ROOT, Daemon, Result
+
+DAGS = ROOT / "bench" / "dags"
+REPEATS = 3
+
+
+def _ts(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _docker_ts(value: str) -> float:
+    head, _, fraction = value.rstrip("Z").partition(".")
+    return dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp() + float(f"0.{fraction or 0}")
+
+
+def services_for(daemon: Daemon, home: Path, parallelism: int, **env: str) -> AirflowServices:
+    return AirflowServices(
+        airflow=Path(sys.executable).parent / "airflow", home=home, dags=DAGS,
+        connection_json=daemon.connection_json(), parallelism=parallelism,
+        extra_env={"BENCH_DOCKER_URL": daemon.url, "BENCH_CERTS": str(daemon.client_dir),
+                   # requests would let these replace the official operator's CA (docker-py #2672)
+                   "REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "", **env},
+    )
+
+
+def tag_images(daemon: Daemon) -> None:
+    client = daemon.client()
+    for name in ("bench/p1-ours", "bench/p1-official"):
+        client.api.tag("rd-test/busybox:latest", name, "1")
+    client.close()
+
+
+def run_dag(services: AirflowServices, daemon: Daemon, dag_id: str, timeout: float, image: str | None = None) -> dict:
+    """Trigger ``dag_id`` and wait; the run's makespan, task states and (with ``image``) container start times."""
+    run_id = services.trigger(dag_id)
+    state = services.wait_run(dag_id, run_id, timeout=timeout)
+    run = services.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
+    states = list(services.states(dag_id, run_id).values())
+    row = {"state": state, "makespan_s": round(_ts(run["end_date"]) - _ts(run["start_date"]), 2),
+           "tasks": len(states), "failed": sum(s != "success" for s in states), "run_id": run_id}
+    if image:
+        client = daemon.client()
+        containers = client.api.containers(all=True, filters={"ancestor": image})
+        starts = sorted(_docker_ts(client.api.inspect_container(c["Id"])["State"]["StartedAt"]) for c in containers)
+        for container in containers:
+            client.api.remove_container(container["Id"], force=True)
+        client.close()
+        run_start = _ts(run["start_date"])
+        row.update(containers=len(starts), ramp_all_running_s=round(starts[-1] - run_start, 1) if starts else None,
+                   first_container_s=round(starts[0] - run_start, 1) if starts else None)
+    return row
+
+
+def _repeated(services: AirflowServices, daemon: Daemon, dag_ids: list[str], timeout: float) -> dict[str, dict]:
+    """Each DAG once to warm up (first parse, image check), then REPEATS times, interleaved."""
+    for dag_id in dag_ids:
+        run_dag(services, daemon, dag_id, timeout)
+    rows: dict[str, list[dict]] = {dag_id: [] for dag_id in dag_ids}
+    for _ in range(REPEATS):
+        for dag_id in dag_ids:
+            rows[dag_id].append(run_dag(services, daemon, dag_id, timeout))
+    return {dag_id: {"makespan_s_median": statistics.median(r["makespan_s"] for r in found),
+                     "makespan_s_all": [r["makespan_s"] for r in found], "failed": sum(r["failed"] for r in found)}
+            for dag_id, found in rows.items()}
+
+
+def p1(daemon: Daemon, home: Path, n: int, t: int, w: int) -> Result:
+    tag_images(daemon)
+    services = services_for(daemon, home, w, BENCH_N=str(n), BENCH_T=str(t))
+    services.start()
+    try:
+        ours = run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1")
+        ours_worker = run_dag(services, daemon, "bench_p1_ours_worker_start", n * t, image="bench/p1-ours:1")
+        official = run_dag(services, daemon, "bench_p1_official", 3 * n * t, image="bench/p1-official:1")
+    finally:
+        services.stop()
+    speedup = official["makespan_s"] / ours["makespan_s"]
+    figures = {"n": n, "t_s": t, "parallelism": w, "ours": ours, "ours_started_by_workers": ours_worker, "official": official,
+               "speedup": round(speedup, 2), "speedup_started_by_workers": round(official["makespan_s"] / ours_worker["makespan_s"], 2),
+               "ideal_speedup_n_over_w": n / w, "overhead_ours_s": round(ours["makespan_s"] - t, 1)}
+    print(f"[p1] {figures}", flush=True)
+    return Result(name="P1 slot release", figures=figures, target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3",
+                  met=speedup >= 0.9 * n / w,
+                  notes=["ours: started and ended in the triggerer (the default on Airflow 3.3)",
+                         "ours_started_by_workers: start_from_trigger=False, as on Airflow < 3.3"])
+
+
+def p5(daemon: Daemon, home: Path) -> Result:
+    tag_images(daemon)
+    services = services_for(daemon, home, 2)
+    services.start()
+    try:
+        rows = _repeated(services, daemon, ["bench_p5_ours", "bench_p5_official"], 120)
+    finally:
+        services.stop()
+    ratio = rows["bench_p5_ours"]["makespan_s_median"] / rows["bench_p5_official"]["makespan_s_median"]
+    figures = {"ours": rows["bench_p5_ours"], "official": rows["bench_p5_official"], "ratio_ours_to_official": round(ratio, 2),
+               "repeats": REPEATS}
+    print(f"[p5] {figures}", flush=True)
+    return Result(name="P5 single-task latency", figures=figures, met=ratio <= 1.2,
+                  target="one 1 s container task, run start to success: ours <= 1.2 x official (median of 3)")
+
+
+def short_tasks(daemon: Daemon, home: Path) -> Result:
+    tag_images(daemon)
+    services = services_for(daemon, home, 8)
+    services.start()
+    try:
+        rows = _repeated(services, daemon, ["bench_short_ours", "bench_short_ours_worker_start", "bench_short_official"], 180)
+    finally:
+        services.stop()
+    official = rows["bench_short_official"]["makespan_s_median"]
+    figures = {"ours": rows["bench_short_ours"], "ours_started_by_workers": rows["bench_short_ours_worker_start"],
+               "official": rows["bench_short_official"], "repeats": REPEATS,
+               "ratio_ours_to_official": round(rows["bench_short_ours"]["makespan_s_median"] / official, 2),
+               "ratio_started_by_workers_to_official": round(rows["bench_short_ours_worker_start"]["makespan_s_median"] / official, 2)}
+    print(f"[short] {figures}", flush=True)
+    met = max(figures["ratio_ours_to_official"], figures["ratio_started_by_workers_to_official"]) <= 1.1
+    return Result(name="Short tasks", figures=figures, met=met,
+                  target="8 parallel tasks of 0-1 s, DAG run wall: ours <= 1.1 x official (median of 3), both start modes")
+
+
+def burst(daemon: Daemon, home: Path, size: int = 200) -> Result:
+    tag_images(daemon)
+    services = services_for(daemon, home, 32, BENCH_BURST=str(size))  # Airflow's default parallelism
+    services.start()
+    try:
+        row = run_dag(services, daemon, "bench_burst", 1800)
+        client = daemon.client()
+        left = client.api.containers(all=True, filters={"ancestor": "bench/p1-ours:1"})
+        client.close()
+    finally:
+        services.stop()
+    import airflow
+
+    figures = {"tasks": row["tasks"], "failed": row["failed"], "makespan_s": row["makespan_s"], "containers_left": len(left),
+               "airflow": airflow.__version__}
+    print(f"[burst] {figures}", flush=True)
+    return Result(name="Burst of immediate exits", figures=figures, met=row["failed"] == 0 and row["tasks"] == size,
+                  target=f"{size} immediate-exit tasks, real scheduler + triggerer, defaults: 0 failed")
