@@ -1,7 +1,10 @@
 """The main example: a container on a remote Docker daemon over mutual TLS, deferred while it runs.
 
-The worker pulls the image and starts the container, then frees its slot; the triggerer streams
-the container's output into this task's log; the task resumes on a worker when it exits.
+On Airflow >= 3.3 the triggerer starts `count`'s container, streams its output into this task's
+log and, when it exits 0, ends the task with its last line as the XCom: no worker slot is used at
+all. On older Airflow a worker starts it, follows it for `defer_after` seconds, then frees its slot
+while the triggerer streams. `use_result` pulls that XCom in a template, which Airflow 3.3's
+triggerer can't render, so a worker starts it (its log says so).
 """
 
 from __future__ import annotations

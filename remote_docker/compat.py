@@ -24,6 +24,11 @@ def airflow_at_least(version: str) -> bool:
 # Mapped tasks never: 3.3 does not expand start_trigger_args per map index (GH-52141).
 START_IN_TRIGGERER = airflow_at_least("3.3.0")
 
+# Templates rendered in the triggerer can't pull XComs in 3.3: ti.xcom_pull sends GetXComSequenceSlice, which
+# the triggerer's supervisor can't decode, so the request is never answered and the trigger hangs (seen
+# on 3.3.2; the same gap was closed for the dag-processor in apache/airflow#55542). No release fixes it yet.
+TRIGGERER_TEMPLATES_PULL_XCOMS = False
+
 # A trigger can end its task (TaskSuccessEvent) after writing the XCom through the SDK, as a worker
 # does (XCom.aset from a trigger), and call sync SDK methods through the triggerer's greenback portal.
 # Verified on 3.3; older triggerers resume on a worker instead.

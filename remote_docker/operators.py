@@ -208,6 +208,7 @@ class RemoteDockerOperator(BaseOperator):
             )
         self.container_id: str | None = None
         self._handed_over: dict | None = None  # the log cursor the trigger takes over
+        self._worker_start_reason: str | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -246,8 +247,8 @@ class RemoteDockerOperator(BaseOperator):
                 "tls_client_key is PEM text: a deferred task would store it in clear in Airflow's trigger table; "
                 "put the key in the remote_docker connection (remote_docker_conn_id) or pass a file path"
             )
-        if compat.START_IN_TRIGGERER and self.start_from_trigger_wish is not False and (why := trigger_start.why_not(self)):
-            self.log.info("Starting on a worker, not in the triggerer: %s.", why)
+        if compat.START_IN_TRIGGERER and self.start_from_trigger_wish is not False and self._worker_start_reason:
+            self.log.info("Starting on a worker, not in the triggerer: %s.", self._worker_start_reason)
         ti = context["ti"]
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
@@ -272,6 +273,11 @@ class RemoteDockerOperator(BaseOperator):
         reattach.remember(context, self.container_id, "deferred", self.log)
         checkpoints.begin(ti, self.container_id)
         self.defer(trigger=trigger, method_name="execute_complete")
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        # why a worker runs this, read as the scheduler saw it: from the templates before they are rendered
+        self._worker_start_reason = trigger_start.why_not(self)
+        super().render_template_fields(context, jinja_env)
 
     async def _start(self, engine: Engine, launch: Launch, labels: dict[str, str], record: dict | None) -> str:
         found = await reattach.find_running(engine, labels, record, self.stop_timeout, self.log)

@@ -52,9 +52,11 @@ def why_not(op: RemoteDockerOperator) -> str | None:
     if is_inline_pem(op.tls_client_key):
         return "tls_client_key is PEM text"
     try:
-        json.dumps(trigger_kwargs(op))
+        kwargs = trigger_kwargs(op)
     except (TypeError, ValueError):
         return "an argument is not plain data (an XComArg or an object); it is resolved on a worker"
+    if not compat.TRIGGERER_TEMPLATES_PULL_XCOMS and "xcom" in json.dumps([kwargs[name] for name in TEMPLATED_FIELDS]).lower():
+        return "its templates pull XComs, which this Airflow's triggerer can't serve (see compat.py)"
     return None
 
 
