@@ -126,11 +126,9 @@ def charts(results: dict) -> None:
     if "p2" in results:
         rows = results["p2"]["figures"]["rows"]
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-        series = ((True, 256, "o-", "shared client"), (True, 32, "^:", "shared client, 32 KiB TLS buffers"),
-                  (False, 256, "s--", "client per trigger"))
-        for shared, buffer_kb, style, label in series:
-            picked = sorted((r for r in rows if r["shared_client"] == shared and not r.get("invalid")
-                             and r.get("tls_read_buffer_kb", 256) == buffer_kb), key=lambda r: r["n"])
+        series = ((True, "o-", "shared client"), (False, "s--", "client per trigger"))
+        for shared, style, label in series:
+            picked = sorted((r for r in rows if r["shared_client"] == shared), key=lambda r: r["n"])
             if not picked:
                 continue
             left.plot([r["n"] for r in picked], [r["rss_over_baseline_mb"] for r in picked], style, label=label)

@@ -87,20 +87,21 @@ def p1(daemon: Daemon, home: Path, n: int, t: int, w: int) -> Result:
     services = services_for(daemon, home, w, BENCH_N=str(n), BENCH_T=str(t))
     services.start()
     try:
-        ours = run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1")
-        ours_worker = run_dag(services, daemon, "bench_p1_ours_worker_start", n * t, image="bench/p1-ours:1")
+        from_trigger = run_dag(services, daemon, "bench_p1_ours_from_trigger", n * t, image="bench/p1-ours:1")
+        default = run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1")
         official = run_dag(services, daemon, "bench_p1_official", 3 * n * t, image="bench/p1-official:1")
     finally:
         services.stop()
-    speedup = official["makespan_s"] / ours["makespan_s"]
-    figures = {"n": n, "t_s": t, "parallelism": w, "ours": ours, "ours_started_by_workers": ours_worker, "official": official,
-               "speedup": round(speedup, 2), "speedup_started_by_workers": round(official["makespan_s"] / ours_worker["makespan_s"], 2),
-               "ideal_speedup_n_over_w": n / w, "overhead_ours_s": round(ours["makespan_s"] - t, 1)}
+    speedup = official["makespan_s"] / from_trigger["makespan_s"]
+    figures = {"n": n, "t_s": t, "parallelism": w, "ours_start_from_trigger": from_trigger, "ours_default": default,
+               "official": official, "speedup_start_from_trigger": round(speedup, 2),
+               "speedup_default": round(official["makespan_s"] / default["makespan_s"], 2), "ideal_speedup_n_over_w": n / w}
     print(f"[p1] {figures}", flush=True)
-    return Result(name="P1 slot release", figures=figures, target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3",
-                  met=speedup >= 0.9 * n / w,
-                  notes=["ours: started and ended in the triggerer (the default on Airflow 3.3)",
-                         "ours_started_by_workers: start_from_trigger=False, as on Airflow < 3.3"])
+    return Result(name="P1 slot release", figures=figures, met=speedup >= 0.9 * n / w,
+                  target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3, with start_from_trigger=True",
+                  notes=["ours_start_from_trigger: started and ended in the triggerer, no worker (start_from_trigger=True)",
+                         "ours_default: a worker starts it and follows it defer_after (2 s), the trigger ends it; "
+                         "as every task runs on Airflow < 3.3"])
 
 
 def p5(daemon: Daemon, home: Path) -> Result:
@@ -108,15 +109,19 @@ def p5(daemon: Daemon, home: Path) -> Result:
     services = services_for(daemon, home, 2)
     services.start()
     try:
-        rows = _repeated(services, daemon, ["bench_p5_ours", "bench_p5_official"], 120)
+        rows = _repeated(services, daemon, ["bench_p5_ours", "bench_p5_ours_from_trigger", "bench_p5_official"], 120)
     finally:
         services.stop()
-    ratio = rows["bench_p5_ours"]["makespan_s_median"] / rows["bench_p5_official"]["makespan_s_median"]
-    figures = {"ours": rows["bench_p5_ours"], "official": rows["bench_p5_official"], "ratio_ours_to_official": round(ratio, 2),
-               "repeats": REPEATS}
+    official = rows["bench_p5_official"]["makespan_s_median"]
+    figures = {"ours_default": rows["bench_p5_ours"], "ours_start_from_trigger": rows["bench_p5_ours_from_trigger"],
+               "official": rows["bench_p5_official"], "repeats": REPEATS,
+               "ratio_default_to_official": round(rows["bench_p5_ours"]["makespan_s_median"] / official, 2),
+               "ratio_start_from_trigger_to_official": round(rows["bench_p5_ours_from_trigger"]["makespan_s_median"] / official, 2)}
     print(f"[p5] {figures}", flush=True)
-    return Result(name="P5 single-task latency", figures=figures, met=ratio <= 1.2,
-                  target="one 1 s container task, run start to success: ours <= 1.2 x official (median of 3)")
+    return Result(name="P5 single-task latency", figures=figures, met=figures["ratio_default_to_official"] <= 1.2,
+                  target="one 1 s container task, run start to success: ours (defaults) <= 1.2 x official (median of 3)",
+                  notes=["start_from_trigger adds the triggerer's pickup and event loops (about 1 s each): the reason "
+                         "it is opt-in"])
 
 
 def short_tasks(daemon: Daemon, home: Path) -> Result:
@@ -124,18 +129,18 @@ def short_tasks(daemon: Daemon, home: Path) -> Result:
     services = services_for(daemon, home, 8)
     services.start()
     try:
-        rows = _repeated(services, daemon, ["bench_short_ours", "bench_short_ours_worker_start", "bench_short_official"], 180)
+        rows = _repeated(services, daemon, ["bench_short_ours", "bench_short_ours_from_trigger", "bench_short_official"], 180)
     finally:
         services.stop()
     official = rows["bench_short_official"]["makespan_s_median"]
-    figures = {"ours": rows["bench_short_ours"], "ours_started_by_workers": rows["bench_short_ours_worker_start"],
+    figures = {"ours_default": rows["bench_short_ours"], "ours_start_from_trigger": rows["bench_short_ours_from_trigger"],
                "official": rows["bench_short_official"], "repeats": REPEATS,
-               "ratio_ours_to_official": round(rows["bench_short_ours"]["makespan_s_median"] / official, 2),
-               "ratio_started_by_workers_to_official": round(rows["bench_short_ours_worker_start"]["makespan_s_median"] / official, 2)}
+               "ratio_default_to_official": round(rows["bench_short_ours"]["makespan_s_median"] / official, 2),
+               "ratio_start_from_trigger_to_official": round(rows["bench_short_ours_from_trigger"]["makespan_s_median"] / official, 2)}
     print(f"[short] {figures}", flush=True)
-    met = max(figures["ratio_ours_to_official"], figures["ratio_started_by_workers_to_official"]) <= 1.1
+    met = max(figures["ratio_default_to_official"], figures["ratio_start_from_trigger_to_official"]) <= 1.1
     return Result(name="Short tasks", figures=figures, met=met,
-                  target="8 parallel tasks of 0-1 s, DAG run wall: ours <= 1.1 x official (median of 3), both start modes")
+                  target="8 parallel tasks of 0-1 s, DAG run wall: ours <= 1.1 x official (median of 3), in both start modes")
 
 
 def burst(daemon: Daemon, home: Path, size: int = 200) -> Result:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from remote_docker import checkpoints, compat
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
-from remote_docker.logs import stdout_lines
+from remote_docker.logstream import stdout_lines
 
 # An XCom the triggerer writes is held in its memory first: past this, a worker writes it instead.
 MAX_XCOM_BYTES = 1024 * 1024

@@ -78,8 +78,10 @@ class RemoteDockerOperator(BaseOperator):
     :param defer_after: seconds the worker follows the container before deferring: one that ends
         sooner finishes on the worker without a deferral; 0 defers at once. Default:
         ``REMOTE_DOCKER_DEFER_AFTER``, else 2.
-    :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3).
-        None (default): whenever the task needs nothing of a worker (``trigger_start.why_not``).
+    :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3), when it
+        needs nothing of one (``trigger_start.why_not``; the worker logs the reason when it does). For
+        many parallel long containers: it saves a worker start per task, and costs a short task the
+        triggerer's own pickup and event latency (~2 s), so it is off by default.
     :param min_deferred_seconds: a task that resumes on a worker after a worker deferral does so no
         sooner than this after deferring (the stale executor event, ``compat``); default:
         ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``, else the installed Airflow's need (10 s, no fixed release yet).
@@ -151,7 +153,7 @@ class RemoteDockerOperator(BaseOperator):
         stop_timeout: int = 10,
         min_deferred_seconds: float | None = None,
         defer_after: float | None = None,
-        start_from_trigger: bool | None = None,
+        start_from_trigger: bool = False,
         # Accepted for compatibility with the official DockerOperator; they have no effect here.
         mount_tmp_dir: bool = False,
         tmp_dir: str | None = None,
@@ -247,7 +249,7 @@ class RemoteDockerOperator(BaseOperator):
                 "tls_client_key is PEM text: a deferred task would store it in clear in Airflow's trigger table; "
                 "put the key in the remote_docker connection (remote_docker_conn_id) or pass a file path"
             )
-        if compat.START_IN_TRIGGERER and self.start_from_trigger_wish is not False and self._worker_start_reason:
+        if self.start_from_trigger_wish and self._worker_start_reason:
             self.log.info("Starting on a worker, not in the triggerer: %s.", self._worker_start_reason)
         ti = context["ti"]
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)

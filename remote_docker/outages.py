@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from remote_docker.engine import Engine, EngineError
-from remote_docker.logs import rfc3339_to_unix
+from remote_docker.logstream import rfc3339_to_unix
 
 # How long a daemon may keep answering after it stopped a container as it shuts down: it waits
 # for every container's stop timeout (10 s by default) before it closes its API.

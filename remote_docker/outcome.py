@@ -15,7 +15,7 @@ from typing import Any
 from remote_docker.compat import AirflowException, AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
-from remote_docker.logs import stdout_lines
+from remote_docker.logstream import stdout_lines
 from remote_docker.output import OutputError, decode, read_single_file
 
 _GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header

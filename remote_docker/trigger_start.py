@@ -1,8 +1,10 @@
 """Starting a task in the triggerer (Airflow >= 3.3): no worker at all for a task that needs none.
 
-Each worker start costs about a second of slot time; with ``start_from_trigger`` the scheduler
+Each worker start costs about a second of slot time; with ``start_from_trigger=True`` the scheduler
 defers the task as it schedules it, and the triggerer creates and starts the container
-(``launch.start_once``), watches it and, when it succeeds, ends the task there (``ending``).
+(``launch.start_once``), watches it and, when it succeeds, ends the task there (``ending``). It is
+opt-in: the triggerer's own loops add ~2 s of pickup and event latency, which a single short task
+feels more than the worker start it saves (BENCHMARKS.md, P5 and P1 in both modes).
 
 A task starts on a worker instead when something it asks for needs one, or when starting in
 the triggerer would quietly change what it means; ``why_not`` names the reason, which the
@@ -31,10 +33,10 @@ def why_not(op: RemoteDockerOperator) -> str | None:
     """Why this task can't start in the triggerer, or None if it can."""
     from remote_docker.operators import RemoteDockerOperator
 
+    if not op.start_from_trigger_wish:
+        return "start_from_trigger is not set"
     if not compat.START_IN_TRIGGERER:
         return "Airflow < 3.3 can't start tasks in the triggerer"
-    if op.start_from_trigger_wish is False:
-        return "start_from_trigger=False"
     if not op.deferrable:
         return "deferrable=False"
     if op.private_environment:

@@ -83,7 +83,7 @@ def test_tasks_start_and_end_where_nothing_needs_a_worker(services: AirflowServi
     assert "Deferring while container" in deferred and "the task ends here, without a worker" in deferred
     on_worker = services.task_log("rd_fast", run_id, "on_worker")
     assert "Deferring while container" not in on_worker and "plain-string" in on_worker
-    assert "Starting on a worker, not in the triggerer: start_from_trigger=False" not in on_worker  # asked for: no note
+    assert "Starting on a worker, not in the triggerer" not in on_worker  # not asked for: no note
     failed = services.task_log("rd_fast", run_id, "in_triggerer_fails")
     assert "doomed" in failed and "exited with code 3" in failed
     assert not containers_of(docker_client, "rd_fast", run_id, "in_triggerer"), "auto_remove='success' removed it"

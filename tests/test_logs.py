@@ -1,11 +1,13 @@
-"""Log stream decoding: frames, lines across frames, UTF-8, timestamps and the resume cursor."""
+"""Log stream decoding (frames, lines across frames, UTF-8, timestamps, the resume cursor) and the
+follower that turns lines into task-log records."""
 
 from __future__ import annotations
 
 import asyncio
 import struct
 
-from remote_docker.logs import (
+from remote_docker.logs import FLOOD_LINES, LINES_PER_RECORD, LogFollower
+from remote_docker.logstream import (
     STDERR,
     STDOUT,
     FrameDecoder,
@@ -117,3 +119,61 @@ def test_cursor_window_is_pruned() -> None:
     for second in range(100):
         cursor.admit(f"2026-01-01T00:01:{second // 2:02d}.{second % 2}00000000Z")
     assert len(cursor.to_dict()["recent"]) <= 2
+
+
+class Records:
+    """A logger that keeps what it is given: (level, event)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def info(self, event: str) -> None:
+        self.records.append(("info", event))
+
+    def warning(self, event: str) -> None:
+        self.records.append(("warning", event))
+
+
+def entries(*lines: tuple[int, str], start: int = 0) -> bytes:
+    return b"".join(frame(stream, b"2026-01-02T03:04:05.%09dZ %s\n" % (start + i, text.encode()))
+                    for i, (stream, text) in enumerate(lines))
+
+
+def test_one_record_per_line_at_normal_rates() -> None:
+    out = Records()
+    follower = LogFollower(out)
+    follower.feed(entries((STDOUT, "a"), (STDERR, "oops"), (STDOUT, "b")))
+    assert out.records == [("info", "a"), ("warning", "oops"), ("info", "b")]
+
+
+def test_a_flood_shares_records_in_order_and_every_line_is_accounted() -> None:
+    out = Records()
+    follower = LogFollower(out, tail_lines=3)
+    lines = [(STDOUT, f"out-{i}") for i in range(FLOOD_LINES)] + [(STDERR, "err")] + [(STDOUT, f"more-{i}") for i in range(LINES_PER_RECORD + 1)]
+    follower.feed(entries(*lines))
+    joined = [(level, event.split("\n")) for level, event in out.records]
+    assert [line for _, event in joined for line in event] == [text for _, text in lines], "every line once, in order"
+    assert [level for level, _ in joined] == ["info", "warning", "info", "info"]
+    assert max(len(event) for _, event in joined) == LINES_PER_RECORD
+    assert follower.counts == {"stdout": FLOOD_LINES + LINES_PER_RECORD + 1, "stderr": 1}
+    assert follower.summary().last_stdout_line == f"more-{LINES_PER_RECORD}"
+    assert [text for _, text in follower.summary().tail] == [f"more-{LINES_PER_RECORD - 2}", f"more-{LINES_PER_RECORD - 1}", f"more-{LINES_PER_RECORD}"]
+
+
+def test_private_values_are_redacted_in_every_line_and_the_last_one_is_not_in_the_event() -> None:
+    out = Records()
+    follower = LogFollower(out)
+    follower.keep_secret("s3cret-value")
+    follower.feed(entries((STDOUT, "token=s3cret-value"), (STDERR, "again s3cret-value")))
+    assert out.records == [("info", "token=***"), ("warning", "again ***")]
+    assert follower.summary().last_stdout_line is None and not follower.summary().last_line_in_event
+
+
+def test_a_half_read_line_travels_with_the_hand_over() -> None:
+    first = LogFollower(Records())
+    first.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000001Z par"))
+    handed = first.handover()
+    out = Records()
+    second = LogFollower.taking_over(out, handed)
+    second.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000002Z tial\n"))
+    assert out.records == [("info", "partial")]

@@ -96,29 +96,34 @@ def test_min_deferred_seconds_default_and_environment(monkeypatch) -> None:
     assert make(min_deferred_seconds=3).min_deferred_seconds == 3
 
 
+OPT_IN = {"start_from_trigger": True}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({}, None),
-        ({"start_from_trigger": False}, "start_from_trigger=False"),
-        ({"deferrable": False}, "deferrable=False"),
-        ({"private_environment": {"TOKEN": "x"}}, "private_environment values would be stored in the serialized DAG"),
-        ({"docker_conn_id": "registry"}, "registry credentials are fetched on a worker only"),
-        ({"files": {"/in/a.txt": "a"}}, "files= are copied in from a worker"),
-        ({"pool": "docker_hosts"}, "its pool and concurrency limits are enforced only when a worker starts it"),
-        ({"max_active_tis_per_dag": 2}, "its pool and concurrency limits are enforced only when a worker starts it"),
-        ({"command": "echo {{ ti.xcom_pull(task_ids='up') }}"}, "its templates pull XComs, which this Airflow's triggerer can't serve (see compat.py)"),
-        ({"on_execute_callback": print}, "on_execute_callback runs on a worker"),
+        ({}, "start_from_trigger is not set"),
+        (OPT_IN, None),
+        ({**OPT_IN, "deferrable": False}, "deferrable=False"),
+        ({**OPT_IN, "private_environment": {"TOKEN": "x"}}, "private_environment values would be stored in the serialized DAG"),
+        ({**OPT_IN, "docker_conn_id": "registry"}, "registry credentials are fetched on a worker only"),
+        ({**OPT_IN, "files": {"/in/a.txt": "a"}}, "files= are copied in from a worker"),
+        ({**OPT_IN, "pool": "docker_hosts"}, "its pool and concurrency limits are enforced only when a worker starts it"),
+        ({**OPT_IN, "max_active_tis_per_dag": 2}, "its pool and concurrency limits are enforced only when a worker starts it"),
+        ({**OPT_IN, "command": "echo {{ ti.xcom_pull(task_ids='up') }}"},
+         "its templates pull XComs, which this Airflow's triggerer can't serve (see compat.py)"),
+        ({**OPT_IN, "on_execute_callback": print}, "on_execute_callback runs on a worker"),
     ],
 )
 def test_why_a_task_starts_on_a_worker(kwargs: dict, reason: str | None) -> None:
     from remote_docker import compat, trigger_start
 
+    if kwargs and not compat.START_IN_TRIGGERER:
+        reason = "Airflow < 3.3 can't start tasks in the triggerer"
     operator = make(**kwargs)
-    expected = reason if compat.START_IN_TRIGGERER else "Airflow < 3.3 can't start tasks in the triggerer"
-    assert trigger_start.why_not(operator) == expected
-    assert operator.start_from_trigger is (expected is None)
-    assert (operator.start_trigger_args is None) is (expected is not None)
+    assert trigger_start.why_not(operator) == reason
+    assert operator.start_from_trigger is (reason is None)
+    assert (operator.start_trigger_args is None) is (reason is not None)
     assert RemoteDockerOperator.start_from_trigger is False and RemoteDockerOperator.start_trigger_args is None
 
 
@@ -129,6 +134,6 @@ def test_an_xcomarg_argument_starts_on_a_worker() -> None:
 
     with DAG("d", schedule=None):
         upstream = RemoteDockerOperator(task_id="up", image="busybox")
-        operator = RemoteDockerOperator(task_id="down", image="busybox", command=upstream.output)
+        operator = RemoteDockerOperator(task_id="down", image="busybox", command=upstream.output, start_from_trigger=True)
     if compat.START_IN_TRIGGERER:
         assert trigger_start.why_not(operator) == "an argument is not plain data (an XComArg or an object); it is resolved on a worker"

@@ -19,7 +19,7 @@ START = dt.datetime(2026, 1, 1)
 SLEEP = ["sh", "-c", f"echo start; sleep {T}; echo done"]
 
 with DAG("bench_p1_ours", schedule=None, start_date=START, catchup=False):
-    for i in range(N):
+    for i in range(N):  # the defaults: a worker starts it, follows it defer_after seconds, the trigger ends it
         RemoteDockerOperator(task_id=f"c{i:02d}", image="bench/p1-ours:1", command=SLEEP, network_mode="none",
                              auto_remove="never")
 
@@ -28,16 +28,20 @@ with DAG("bench_p1_official", schedule=None, start_date=START, catchup=False):
         DockerOperator(task_id=f"c{i:02d}", image="bench/p1-official:1", command=SLEEP, network_mode="none",
                        docker_url=URL, tls_verify=True, mount_tmp_dir=False, auto_remove="never", **TLS)
 
-with DAG("bench_p1_ours_worker_start", schedule=None, start_date=START, catchup=False):
-    for i in range(N):  # the same, started by a worker (Airflow < 3.3, or start_from_trigger=False)
+with DAG("bench_p1_ours_from_trigger", schedule=None, start_date=START, catchup=False):
+    for i in range(N):  # started in the triggerer: no worker at all (Airflow >= 3.3)
         RemoteDockerOperator(task_id=f"c{i:02d}", image="bench/p1-ours:1", command=SLEEP, network_mode="none",
-                             auto_remove="never", start_from_trigger=False)
+                             auto_remove="never", start_from_trigger=True)
 
 ONE_SECOND = ["sh", "-c", "sleep 1; echo hi"]
 
 with DAG("bench_p5_ours", schedule=None, start_date=START, catchup=False):
     RemoteDockerOperator(task_id="one", image="bench/p1-ours:1", command=ONE_SECOND, network_mode="none",
                          auto_remove="force")
+
+with DAG("bench_p5_ours_from_trigger", schedule=None, start_date=START, catchup=False):
+    RemoteDockerOperator(task_id="one", image="bench/p1-ours:1", command=ONE_SECOND, network_mode="none",
+                         auto_remove="force", start_from_trigger=True)
 
 with DAG("bench_p5_official", schedule=None, start_date=START, catchup=False):
     DockerOperator(task_id="one", image="bench/p1-official:1", command=ONE_SECOND, network_mode="none",
@@ -51,10 +55,10 @@ with DAG("bench_short_ours", schedule=None, start_date=START, catchup=False):
         RemoteDockerOperator(task_id=f"s{i}", image="bench/p1-ours:1", command=command, network_mode="none",
                              auto_remove="force")
 
-with DAG("bench_short_ours_worker_start", schedule=None, start_date=START, catchup=False):
+with DAG("bench_short_ours_from_trigger", schedule=None, start_date=START, catchup=False):
     for i, command in enumerate(SHORT):
         RemoteDockerOperator(task_id=f"s{i}", image="bench/p1-ours:1", command=command, network_mode="none",
-                             auto_remove="force", start_from_trigger=False)
+                             auto_remove="force", start_from_trigger=True)
 
 with DAG("bench_short_official", schedule=None, start_date=START, catchup=False):
     for i, command in enumerate(SHORT):

@@ -17,6 +17,8 @@ SCRIPT = "echo first; echo 'plain-string'"
 
 
 def sh(task_id: str, script: str, **kwargs) -> RemoteDockerOperator:
+    """Started in the triggerer unless told otherwise."""
+    kwargs.setdefault("start_from_trigger", True)
     return RemoteDockerOperator(task_id=task_id, image=IMAGE, network_mode="none", command=["sh", "-c", script], **kwargs)
 
 
@@ -32,7 +34,7 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         sh("in_triggerer_fails", "echo doomed; exit 3", retries=0),  # failure: resumes on a worker
         sh("templated_in_triggerer", "echo {{ params.word }}-$RUN", environment={"RUN": "{{ run_id }}"}),
     ]
-    mapped = RemoteDockerOperator.partial(task_id="mapped", image=IMAGE, network_mode="none").expand(
+    mapped = RemoteDockerOperator.partial(task_id="mapped", image=IMAGE, network_mode="none", start_from_trigger=True).expand(
         command=[["sh", "-c", "echo map-a"], ["sh", "-c", "echo map-b"]])
 
     @task(trigger_rule="all_done")
@@ -49,7 +51,7 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
 with DAG("rd_fast_kill_during_start", schedule=None, start_date=START, catchup=False):
     # the image's pull never answers: the user acts before any container exists
     RemoteDockerOperator(task_id="never_starts", image=f"{HANGING_REGISTRY}/rd/hangs:1", pull="always",
-                         network_mode="none", command=["sh", "-c", "echo never"])
+                         network_mode="none", command=["sh", "-c", "echo never"], start_from_trigger=True)
 
 with DAG("rd_fast_triggerer_dies", schedule=None, start_date=START, catchup=False):
     sh("survives_start", "echo up; for i in 1 2 3 4 5 6 7 8; do echo tick$i; sleep 1; done; echo done-once")
