@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
+import contextvars
+import functools
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,14 +126,44 @@ def stream_tls_buffer_bytes() -> int:
         return DEFAULT_STREAM_TLS_BUFFER
 
 
-def shrink_tls_read_buffer(transport: Any, size: int) -> bool:
-    """Give one TLS connection of ours a smaller read buffer than asyncio's 256 KiB.
+# asyncio allocates a zero-filled read buffer of ``SSLProtocol.max_size`` (256 KiB) for every TLS connection,
+# most of what following one container's log costs; a triggerer follows hundreds. Our follow streams ask
+# for a smaller one through this context variable, read as the connection is made: no other connection
+# in the process is affected. (Shrinking after the fact does not help: glibc keeps the freed memory.)
+_STREAM_TLS_BUFFER: contextvars.ContextVar[int | None] = contextvars.ContextVar("remote_docker_tls_buffer", default=None)
 
-    asyncio allocates a zero-filled read buffer of ``SSLProtocol.max_size`` for every TLS connection,
-    most of what following one container's log costs; a triggerer follows hundreds. Only our follow
-    streams are shrunk, nothing else in the process. This reaches into CPython's sslproto (3.11+,
-    ``_ssl_protocol`` / ``_ssl_buffer``): where those differ it does nothing and says so (False).
-    """
+
+@contextmanager
+def small_tls_buffers(size: int) -> Iterator[None]:
+    """TLS connections made inside this block (in this task) read through ``size``-byte buffers."""
+    _install_scoped_buffer_size()
+    token = _STREAM_TLS_BUFFER.set(size)
+    try:
+        yield
+    finally:
+        _STREAM_TLS_BUFFER.reset(token)
+
+
+def _install_scoped_buffer_size() -> None:
+    """Let ``SSLProtocol`` take its buffer size from ``_STREAM_TLS_BUFFER`` (CPython 3.11+ sslproto, where the
+    buffer is allocated in ``__init__`` from ``max_size``; elsewhere the instance attribute is simply unused)."""
+    original = asyncio.sslproto.SSLProtocol.__init__
+    if getattr(original, "_remote_docker_scoped", False):
+        return
+
+    @functools.wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        if size := _STREAM_TLS_BUFFER.get():
+            self.max_size = size
+        original(self, *args, **kwargs)
+
+    init._remote_docker_scoped = True  # type: ignore[attr-defined]
+    asyncio.sslproto.SSLProtocol.__init__ = init
+
+
+def shrink_tls_read_buffer(transport: Any, size: int) -> bool:
+    """Give a TLS connection that already exists (reused from the pool) a smaller read buffer. False where
+    CPython's sslproto differs (``_ssl_protocol`` / ``_ssl_buffer``)."""
     protocol = getattr(transport, "_ssl_protocol", None)
     buffer = getattr(protocol, "_ssl_buffer", None)
     if not isinstance(buffer, bytearray):

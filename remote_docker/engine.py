@@ -15,13 +15,13 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any, Literal, TypeVar
 
 import aiodocker
 import aiohttp
 
-from remote_docker.clients import shrink_tls_read_buffer, stream_tls_buffer_bytes
+from remote_docker.clients import shrink_tls_read_buffer, small_tls_buffers, stream_tls_buffer_bytes
 from remote_docker.connection import DaemonConfig
 from remote_docker.errors import DaemonError, explain
 
@@ -96,6 +96,7 @@ class Engine:
         wanted = [f"{key}={value}" for key, value in labels.items()]
         found = await self._call("listing containers on",
                                  self.docker.containers.list(all=True, filters={"label": wanted}))
+        # private: the list entry each DockerContainer was made from; aiodocker has no public accessor for it
         return sorted((c._container for c in found), key=lambda c: c.get("Created", 0))
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
@@ -170,10 +171,12 @@ class Engine:
                                         sock_read=None if follow else self.config.timeout)
         try:
             # private: aiodocker's log() drops the stdout/stderr marker and ends quietly on a dropped connection
-            async with self._response(f"containers/{container_id}/logs", params=params, timeout=timeout) as response:
-                if follow and response.connection is not None:  # held for as long as the container runs
-                    shrink_tls_read_buffer(response.connection.transport, stream_tls_buffer_bytes())
-                yield response.content.iter_any()
+            size = stream_tls_buffer_bytes() if follow else None  # a follow stream is held as long as the container runs
+            with small_tls_buffers(size) if size else nullcontext():
+                async with self._response(f"containers/{container_id}/logs", params=params, timeout=timeout) as response:
+                    if size and response.connection is not None:  # a connection reused from the pool: shrink it now
+                        shrink_tls_read_buffer(response.connection.transport, size)
+                    yield response.content.iter_any()
         except BaseException as err:
             raise self.error(err, "reading the log on") from None
 

@@ -43,6 +43,8 @@ def why_not(op: RemoteDockerOperator) -> str | None:
         return "private_environment values would be stored in the serialized DAG"
     if op.docker_conn_id:
         return "registry credentials are fetched on a worker only"
+    if getattr(op, "python_callable", None) is not None:
+        return "a @task.remote_docker function and its arguments are copied in from a worker"
     if op.files or op.folders:
         return "files= are copied in from a worker"
     if op.pool != _DEFAULT_POOL or op.max_active_tis_per_dag or op.max_active_tis_per_dagrun:

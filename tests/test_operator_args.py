@@ -137,3 +137,19 @@ def test_an_xcomarg_argument_starts_on_a_worker() -> None:
         operator = RemoteDockerOperator(task_id="down", image="busybox", command=upstream.output, start_from_trigger=True)
     if compat.START_IN_TRIGGERER:
         assert trigger_start.why_not(operator) == "an argument is not plain data (an XComArg or an object); it is resolved on a worker"
+
+
+def test_a_decorated_function_starts_on_a_worker() -> None:
+    from airflow.sdk import DAG, task
+
+    from remote_docker import compat, trigger_start
+
+    with DAG("d", schedule=None):
+        @task.remote_docker(image="python:3", start_from_trigger=True)
+        def f() -> int:
+            return 1
+
+        operator = f().operator
+    expected = ("a @task.remote_docker function and its arguments are copied in from a worker" if compat.START_IN_TRIGGERER
+                else "Airflow < 3.3 can't start tasks in the triggerer")
+    assert trigger_start.why_not(operator) == expected and operator.start_from_trigger is False

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import sqlite3
-import time
 from collections.abc import Iterator
 
 import docker
@@ -36,16 +35,27 @@ def wait_for_log_line(services: AirflowServices, dag_id: str, run_id: str, task_
                f"{text!r} in the log of {task_id}")
 
 
+def wait_for_triggerer_streaming(services: AirflowServices, dag_id: str, run_id: str, task_id: str, text: str) -> None:
+    """Until the triggerer itself logged a container line containing ``text`` (its own sibling log file).
+
+    A user action reaches the trigger's on_kill only once the triggerer runs it; the worker follows the
+    container for defer_after first, so a line in the merged log alone does not say the trigger runs.
+    """
+    folder = services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+
+    def streamed() -> bool:
+        return any(text in path.read_text(errors="replace") for path in folder.glob("attempt=1.log.trigger.*"))
+
+    wait_until(streamed, 60, f"the triggerer streaming {task_id}'s output ({text!r} in its trigger log)", every=0.2)
+
+
 def test_worker_slot_is_free_while_containers_run(services: AirflowServices, docker_client: docker.DockerClient) -> None:
-    """parallelism=1, two 15 s containers: both deferred at once, the run well under 30 s."""
+    """parallelism=1, two 15 s containers: both deferred at once, and the containers overlap."""
     run_id = services.trigger("rd_slots")
-    started = time.monotonic()
     wait_until(lambda: list(services.states("rd_slots", run_id).values()).count("deferred") == 2, 60,
                "both tasks deferred together", every=0.2)
     assert services.wait_run("rd_slots", run_id, timeout=60) == "success"
-    elapsed = time.monotonic() - started
-    # one at a time it would be 2 x 15 s plus two task start-ups; deferred, both run at once
-    assert elapsed < 28, f"took {elapsed:.1f}s"
+    # one slot, and yet both containers ran at the same time: the slot was free while they ran
     (first,), (second,) = (containers_of(docker_client, "rd_slots", run_id, t) for t in ("first", "second"))
     spans = [docker_client.api.inspect_container(c["Id"])["State"] for c in (first, second)]
     assert max(s["StartedAt"] for s in spans) < min(s["FinishedAt"] for s in spans), "the containers overlapped"
@@ -57,7 +67,7 @@ def test_mark_failed_while_deferred_stops_the_container(services: AirflowService
     run_id = services.trigger("rd_mark_failed")
     services.wait_task("rd_mark_failed", run_id, "long", ("deferred",))
     # on_kill reaches running triggers only: act once the triggerer streams the container's output
-    wait_for_log_line(services, "rd_mark_failed", run_id, "long", "running")
+    wait_for_triggerer_streaming(services, "rd_mark_failed", run_id, "long", "tick")
     assert running_containers(docker_client, "rd_mark_failed", run_id, "long")
     services.set_task_state("rd_mark_failed", run_id, "long", "failed")
     wait_until(lambda: not running_containers(docker_client, "rd_mark_failed", run_id, "long"), 30,
@@ -75,7 +85,7 @@ def test_mark_success_or_clear_while_deferred_stops_the_container(
     dag_id = f"rd_mark_{action}"
     run_id = services.trigger(dag_id)
     services.wait_task(dag_id, run_id, "loops", ("deferred",))
-    wait_for_log_line(services, dag_id, run_id, "loops", "running")
+    wait_for_triggerer_streaming(services, dag_id, run_id, "loops", "tick")
     (first,) = running_containers(docker_client, dag_id, run_id, "loops")
     if action == "success":
         services.set_task_state(dag_id, run_id, "loops", "success")
@@ -96,15 +106,17 @@ def test_mark_success_or_clear_while_deferred_stops_the_container(
 
 def test_triggerer_restart_does_not_stop_the_container(services: AirflowServices, docker_client: docker.DockerClient) -> None:
     run_id = services.trigger("rd_triggerer_restart")
-    wait_for_log_line(services, "rd_triggerer_restart", run_id, "survives", "tick2")
-    services.stop_component("triggerer")  # SIGTERM: a shutdown, not a user action
+    wait_for_triggerer_streaming(services, "rd_triggerer_restart", run_id, "survives", "tick")
     (container,) = containers_of(docker_client, "rd_triggerer_restart", run_id, "survives")
-    time.sleep(1)
-    assert docker_client.api.inspect_container(container["Id"])["State"]["Running"], "a triggerer shutdown stopped the container"
-    services.start_component("triggerer")
+    try:
+        services.stop_component("triggerer")  # SIGTERM: a shutdown, not a user action (it waits for its triggers)
+        assert docker_client.api.inspect_container(container["Id"])["State"]["Running"], \
+            "a triggerer shutdown stopped the container"
+    finally:
+        services.start_component("triggerer")  # the other tests of this module need it, whatever happened here
     assert services.wait_run("rd_triggerer_restart", run_id, timeout=90) == "success"
     log = services.task_log("rd_triggerer_restart", run_id, "survives")
-    for i in range(1, 13):
+    for i in range(1, 41):
         assert f"tick{i}" in log.splitlines()
     assert "all-done" in log.splitlines()
     assert docker_client.api.inspect_container(container["Id"])["State"]["ExitCode"] == 0

@@ -42,7 +42,7 @@ with DAG("rd_slots", schedule=None, start_date=START, catchup=False):
         sh(name, f"echo {name}-started; sleep 15; echo {name}-done", auto_remove="never")
 
 with DAG("rd_mark_failed", schedule=None, start_date=START, catchup=False):
-    sh("long", "trap 'echo got-sigterm; exit 143' TERM; echo running; while true; do sleep 1; done",
+    sh("long", "trap 'echo got-sigterm; exit 143' TERM; echo running; while true; do echo tick; sleep 1; done",
        stop_timeout=5, auto_remove="never")
 
 with DAG("rd_timeout", schedule=None, start_date=START, catchup=False):
@@ -68,9 +68,10 @@ for action in ("success", "clear"):
     with DAG(f"rd_mark_{action}", schedule=None, start_date=START, catchup=False):
         # The first try loops until stopped; a try started by "clear" finishes at once.
         sh("loops", "trap 'echo got-sigterm; exit 143' TERM; echo running; "
-           "if [ \"$TRY\" = 1 ]; then while true; do sleep 1; done; fi; echo later-try",
+           "if [ \"$TRY\" = 1 ]; then while true; do echo tick; sleep 1; done; fi; echo later-try",
            environment={"TRY": "{{ ti.try_number }}"}, stop_timeout=5, auto_remove="never")
 
 with DAG("rd_triggerer_restart", schedule=None, start_date=START, catchup=False):
-    sh("survives", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo tick$i; sleep 1; done; echo all-done",
+    # long enough to outlive a triggerer's shutdown, which waits up to 10 s for its triggers
+    sh("survives", "i=1; while [ $i -le 40 ]; do echo tick$i; i=$((i+1)); sleep 1; done; echo all-done",
        auto_remove="never")
