@@ -78,7 +78,8 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
 
 
 def write_report() -> None:
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("p*.json"))}
+    found = {p.stem: json.loads(p.read_text()) for p in RESULTS.glob("*.json")}
+    results = {name: found[name] for name in NAMES if name in found}  # in the order of NAMES
     charts(results)
     lines = ["# Benchmarks", "",
              "Reproduce with `bench/run` (quick, < 10 min) or `bench/run --full`. Each section names the exact",
@@ -116,8 +117,9 @@ def charts(results: dict) -> None:
     if "p1" in results:
         figures = results["p1"]["figures"]
         fig, ax = plt.subplots(figsize=(5, 3))
-        ax.bar(["RemoteDockerOperator", "DockerOperator"], [figures["ours"]["makespan_s"], figures["official"]["makespan_s"]],
-               color=["#2a7ab0", "#b0b0b0"])
+        bars = {"ours, start_from_trigger": figures["ours_start_from_trigger"]["makespan_s"],
+                "ours, defaults": figures["ours_default"]["makespan_s"], "DockerOperator": figures["official"]["makespan_s"]}
+        ax.bar(list(bars), list(bars.values()), color=["#2a7ab0", "#7fb3d5", "#b0b0b0"])
         ax.set_ylabel("makespan (s)")
         ax.set_title(f"P1: {figures['n']} x {figures['t_s']} s containers, parallelism {figures['parallelism']}")
         fig.tight_layout()

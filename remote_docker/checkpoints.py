@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from remote_docker import compat
 from remote_docker.logs import LogFollower
 
 KEY = "remote_docker_log_checkpoint"
@@ -31,11 +32,15 @@ def _where(ti: Any) -> dict[str, Any]:
 
 def begin(ti: Any, container_id: str) -> None:
     """The task is about to defer watching ``container_id``."""
+    if not compat.TRIGGER_XCOMS:  # this Airflow's triggers can't keep checkpoints
+        return
     ti.xcom_push(KEY, {"container_id": container_id, "by": "worker"})
 
 
 def end(ti: Any, log: Any) -> None:
     """The task resumed: the checkpoint has served its purpose."""
+    if not compat.TRIGGER_XCOMS:
+        return
     from airflow.sdk.execution_time.xcom import XCom
 
     try:

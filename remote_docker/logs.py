@@ -41,6 +41,31 @@ def container_log() -> Any:
     return structlog.get_logger(CONTAINER_LOGGER).bind()
 
 
+class RecentLines:
+    """How many container lines this process logged lately, every follower together: what the triggerer's
+    supervisor may still have to read when a trigger fires (``ContainerTrigger`` waits for that)."""
+
+    window = 1.0
+
+    def __init__(self) -> None:
+        self._writes: deque[tuple[float, int]] = deque()  # (monotonic time, lines) per write
+
+    def add(self, count: int, now: float) -> None:
+        self._writes.append((now, count))
+        self._trim(now)
+
+    def count(self) -> int:
+        self._trim(time.monotonic())
+        return sum(count for _, count in self._writes)
+
+    def _trim(self, now: float) -> None:
+        while self._writes and self._writes[0][0] < now - self.window:
+            self._writes.popleft()
+
+
+recent_lines = RecentLines()
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret in text:
@@ -176,7 +201,8 @@ class LogFollower:
         (Airflow's per-record cost, paid twice in a triggerer, would otherwise cap the throughput)."""
         if not taken:
             return
-        self.last_line_at = time.monotonic()
+        self.last_line_at = now = time.monotonic()
+        recent_lines.add(len(taken), now)
         if len(taken) <= FLOOD_LINES:
             for stream, text in taken:
                 (self.out.warning if stream == STDERR else self.out.info)(text)

@@ -24,21 +24,25 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker import checkpoints, ending
+from remote_docker import checkpoints, compat, ending
 from remote_docker.connection import DaemonConfigError
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError, start_once
-from remote_docker.logs import LogFollower, container_log
+from remote_docker.logs import LogFollower, container_log, recent_lines
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
 
 # In a triggerer, trigger log lines reach the task's log file through the triggerer's supervisor, which
-# reads them 4 KiB at a time and closes the file as soon as it hears the trigger finished: lines still
-# queued then go to the triggerer's own output instead (Airflow 3.3; seen under load with the last
-# line of a container). Firing no sooner than this after the last line lets the queue drain first.
+# reads them 4 KiB at a time between its other work and closes the file as soon as it hears the trigger
+# finished: lines still queued then go to the triggerer's own output instead (Airflow 3.3; seen under
+# load with the last line of a container). A trigger fires no sooner than LOG_DRAIN_FLOOR after its last
+# line, more when this process logged many lines lately (at SUPERVISOR_LINES_PER_SECOND), at most
+# LOG_DRAIN_SECONDS: a short container's task is not held back a second for a backlog that isn't there.
+LOG_DRAIN_FLOOR = 0.2
 LOG_DRAIN_SECONDS = 1.0
+SUPERVISOR_LINES_PER_SECOND = 2000.0
 _KWARGS = ("container_id", "remote_docker_conn_id", "hook_params", "deadline", "log_cursor", "tty", "stop_timeout",
            "poll_interval", "daemon_lost_timeout", "tail_lines", "not_before", "secret_env", "checkpoint_interval",
            "ending", "start", *TEMPLATED_FIELDS)
@@ -170,7 +174,7 @@ class ContainerTrigger(BaseTrigger):
     async def _resume(self, follower: LogFollower) -> asyncio.Task | None:
         """Pick up a checkpoint a dead triggerer left, and keep our own while we watch."""
         ti = self.task_instance_in_triggerer
-        if not self.checkpoint_interval or ti is None:
+        if not self.checkpoint_interval or ti is None or not compat.TRIGGER_XCOMS:
             return None
         keeper = checkpoints.Checkpoints(ti, self.container_id, self.checkpoint_interval, self.log)
         await keeper.resume(follower)
@@ -184,7 +188,7 @@ class ContainerTrigger(BaseTrigger):
     async def _pause_before_firing(self, follower: LogFollower, *, resuming_on_worker: bool) -> None:
         pause = 0.0
         if self.task_instance_in_triggerer is not None and follower.last_line_at is not None:
-            pause = LOG_DRAIN_SECONDS - (time.monotonic() - follower.last_line_at)
+            pause = log_drain_seconds() - (time.monotonic() - follower.last_line_at)
         if self.not_before and resuming_on_worker:
             pause = max(pause, self.not_before - time.time())
         if pause > 0:
@@ -214,3 +218,8 @@ class ContainerTrigger(BaseTrigger):
         if ti is None:
             return []
         return await engine.find(task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number))
+
+
+def log_drain_seconds() -> float:
+    """How long after its last line a trigger waits before it fires (see LOG_DRAIN_SECONDS)."""
+    return min(LOG_DRAIN_SECONDS, LOG_DRAIN_FLOOR + recent_lines.count() / SUPERVISOR_LINES_PER_SECOND)

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from remote_docker import compat
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.logs import LogFollower
@@ -162,10 +163,8 @@ class ContainerWatch:
     async def _mask_secrets(self, info: dict[str, Any]) -> None:
         """Redact the values of ``secret_env`` as the container has them: the triggerer never got them
         otherwise. Airflow's masker gets them too, for its own logs."""
-        from airflow.sdk.log import amask_secret  # the sync variant can deadlock talking to the triggerer's supervisor
-
         for item in info.get("Config", {}).get("Env") or []:
             name, _, value = item.partition("=")
             if name in self.secret_env and value:
-                await amask_secret(value, name)
+                await compat.mask_secret_in_trigger(value, name)
                 self.follower.keep_secret(value)

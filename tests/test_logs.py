@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 from remote_docker.logs import FLOOD_LINES, LINES_PER_RECORD, LogFollower
 from remote_docker.logstream import (
@@ -177,3 +178,30 @@ def test_a_half_read_line_travels_with_the_hand_over() -> None:
     second = LogFollower.taking_over(out, handed)
     second.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000002Z tial\n"))
     assert out.records == [("info", "partial")]
+
+
+def test_recent_lines_count_every_follower_within_the_window() -> None:
+    from remote_docker.logs import RecentLines
+
+    recent = RecentLines()
+    recent.add(30, now=100.0)
+    recent.add(12, now=100.6)
+    recent._trim(100.9)
+    assert sum(count for _, count in recent._writes) == 42
+    recent._trim(101.3)  # the first write is more than a second old
+    assert sum(count for _, count in recent._writes) == 12
+
+
+def test_the_drain_pause_grows_with_what_this_process_logged_lately(monkeypatch) -> None:
+    from remote_docker import triggers
+    from remote_docker.logs import RecentLines
+
+    quiet, busy, flood = RecentLines(), RecentLines(), RecentLines()
+    busy.add(400, now=time.monotonic())
+    flood.add(1_000_000, now=time.monotonic())
+    pauses = []
+    for recent in (quiet, busy, flood):
+        monkeypatch.setattr(triggers, "recent_lines", recent)
+        pauses.append(triggers.log_drain_seconds())
+    assert pauses == [triggers.LOG_DRAIN_FLOOR, triggers.LOG_DRAIN_FLOOR + 400 / triggers.SUPERVISOR_LINES_PER_SECOND,
+                      triggers.LOG_DRAIN_SECONDS]
