@@ -62,8 +62,14 @@ class Checkpoints:
         self.log = log
         self.broken = False
 
-    async def resume(self, follower: LogFollower) -> None:
-        """Continue where an earlier trigger of this try left off, or leave a first record."""
+    async def resume(self, follower: LogFollower, *, fresh: bool = False) -> None:
+        """Continue where an earlier trigger of this try left off, or leave a first record.
+
+        ``fresh``: this trigger created the container itself, so no one watched it before; a successor
+        that adopts it knows it resumes (it finds the container already there), so nothing is saved yet.
+        """
+        if fresh:
+            return
         saved = await self._load()
         # the worker leaves a first record at deferral ("by": "worker"); a trigger's own means one ran before
         if saved and saved.get("container_id") == self.container_id and saved.get("by") == "trigger":

@@ -121,26 +121,36 @@ def try_name(labels: Mapping[str, str]) -> str:
     return f"rd-{task[:80].strip('-.')}-{digest}"
 
 
-async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], log: Any) -> str | None:
+@dataclass(frozen=True)
+class Started:
+    """What ``start_once`` found or did."""
+
+    container_id: str | None  # None: an earlier try's container still runs (a worker decides)
+    created: bool = False  # this call created it: no earlier run of the trigger watched it
+
+
+async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], log: Any) -> Started:
     """Start this try's container, exactly once however often this runs (a triggerer restart or a
     hand-over runs it again): the try's own container is adopted (and started if it was only
     created). None when an earlier try's container is still running: only a worker, which knows
     how that try ended (task_state_store), may decide whether to reattach to it."""
-    same_task = {k: v for k, v in labels.items() if k != TRY_LABEL}
-    found = await engine.find(same_task)
-    mine = [c for c in found if c["Labels"].get(TRY_LABEL) == labels[TRY_LABEL]]
-    if not mine and any(c["State"] in _RUNNING_STATES for c in found):
-        return None
+    named = launch if launch.name else replace(launch, name=try_name(labels))
+    mine: list[dict[str, Any]] = []
+    if labels[TRY_LABEL] != "1":  # try 1 has no earlier try, and a second run of it fails on the try's name
+        found = await engine.find({k: v for k, v in labels.items() if k != TRY_LABEL})
+        mine = [c for c in found if c["Labels"].get(TRY_LABEL) == labels[TRY_LABEL]]
+        if not mine and any(c["State"] in _RUNNING_STATES for c in found):
+            return Started(None)
     if not mine:
-        named = launch if launch.name else replace(launch, name=try_name(labels))
         try:
-            return await named.start(engine, log)
+            return Started(await named.start(engine, log), created=True)
         except LaunchError:
-            mine = await engine.find(labels)  # a twin created it first (the name is taken)
+            mine = await engine.find(labels)  # an earlier run of this trigger (or a twin) created it first
             if not mine:
                 raise
     container = mine[-1]
     if container["State"] == "created":
         await engine.start(container["Id"])
-    log.info("Continuing with container %s, which this try started before (%s)", container["Id"][:12], container["State"])
-    return container["Id"]
+    log.info("Continuing with container %s, which this try started before (%s); its log is followed from the last "
+             "checkpoint, or from its start: earlier lines may appear twice", container["Id"][:12], container["State"])
+    return Started(container["Id"])

@@ -106,6 +106,7 @@ class ContainerTrigger(BaseTrigger):
         self.checkpoint_interval = checkpoint_interval
         self.ending = ending
         self.start = start
+        self._created_here = False  # this run created the container: no earlier run left a checkpoint
         unknown = set(templated) - set(TEMPLATED_FIELDS)
         if unknown:
             raise TypeError(f"ContainerTrigger got unknown argument(s) {', '.join(sorted(unknown))}")
@@ -150,9 +151,10 @@ class ContainerTrigger(BaseTrigger):
             launch = Launch(image=spec.image, body=spec.create_body(labels), name=spec.container_name,
                             pull=self.start.get("pull", "missing"),
                             missing_executable=self.start.get("missing_executable", Launch.missing_executable))
-            self.container_id = await start_once(engine, launch, labels, self.log)
+            started = await start_once(engine, launch, labels, self.log)
         except (SpecError, LaunchError) as err:
             return WatchEnd("error", None, message=str(err), retryable=False, daemon=engine.url)
+        self.container_id, self._created_here = started.container_id, started.created
         if self.container_id is None:
             return WatchEnd("start_on_worker", None, daemon=engine.url,
                             message="a container of an earlier try of this task is still running")
@@ -177,7 +179,7 @@ class ContainerTrigger(BaseTrigger):
         if not self.checkpoint_interval or ti is None or not compat.TRIGGER_XCOMS:
             return None
         keeper = checkpoints.Checkpoints(ti, self.container_id, self.checkpoint_interval, self.log)
-        await keeper.resume(follower)
+        await keeper.resume(follower, fresh=self._created_here)
         return asyncio.create_task(keeper.keep(follower))
 
     def _ending_here(self) -> ending.Ending | None:
