@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
@@ -132,7 +133,7 @@ class RemoteDockerHook(BaseHook):
         connection = None
         if self.remote_docker_conn_id:
             try:
-                connection = await self.aget_connection(self.remote_docker_conn_id)
+                connection = await _shared_lookup(self.remote_docker_conn_id, self.aget_connection)
             except Exception as err:
                 if not self._lookup_error(err):
                     raise
@@ -262,6 +263,23 @@ class RemoteDockerHook(BaseHook):
         except (DaemonError, DaemonConfigError) as err:
             return False, str(err)
         return True, f"Connected to Docker {version.get('Version')} (API {version.get('ApiVersion')}) at {self.config.url}"
+
+
+# A triggerer starts many triggers of one connection at once, and each lookup is a round trip through its
+# supervisor, one at a time: lookups of the same connection in the same event loop share one request, and
+# its answer for this long (a rotated certificate reaches new triggers within it).
+CONNECTION_CACHE_SECONDS = 30.0
+_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future]]] = \
+    weakref.WeakKeyDictionary()
+
+
+async def _shared_lookup(conn_id: str, lookup: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    known, now = _lookups.setdefault(loop, {}), loop.time()
+    found = known.get(conn_id)
+    if found is None or found[0] < now or (found[1].done() and (found[1].cancelled() or found[1].exception())):
+        found = known[conn_id] = (now + CONNECTION_CACHE_SECONDS, asyncio.ensure_future(lookup(conn_id)))
+    return await asyncio.shield(found[1])  # one caller cancelled does not cancel the others' lookup
 
 
 def _registry_of(image: str) -> str:

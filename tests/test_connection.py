@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -194,3 +196,33 @@ def test_hook_refuses_an_unknown_override() -> None:
 
     with pytest.raises(TypeError, match=r"^RemoteDockerHook got unknown argument\(s\) tls_cacert; it takes docker_url, tls_ca_cert, "):
         RemoteDockerHook("x", tls_cacert="/ca.pem")
+
+
+def test_concurrent_lookups_of_one_connection_share_one_request(monkeypatch) -> None:
+    """A triggerer starting many triggers asks its supervisor once per connection, not once per trigger;
+    a failed lookup is not kept, and an answer only for CONNECTION_CACHE_SECONDS."""
+    from remote_docker import hook
+
+    asked: list[str] = []
+
+    async def lookup(conn_id: str) -> str:
+        asked.append(conn_id)
+        await asyncio.sleep(0.05)
+        if conn_id == "broken":
+            raise RuntimeError("lookup failed")
+        return f"connection {conn_id}"
+
+    async def scenario() -> tuple[list, list]:
+        shared = await asyncio.gather(*(hook._shared_lookup("a", lookup) for _ in range(20)), hook._shared_lookup("b", lookup))
+        failed = await asyncio.gather(*(hook._shared_lookup("broken", lookup) for _ in range(2)), return_exceptions=True)
+        with contextlib.suppress(RuntimeError):
+            await hook._shared_lookup("broken", lookup)  # asked again
+        await asyncio.sleep(0.3)  # past the lifetime
+        await hook._shared_lookup("a", lookup)  # asked again
+        return shared, failed
+
+    monkeypatch.setattr(hook, "CONNECTION_CACHE_SECONDS", 0.2)
+    shared, failed = asyncio.run(scenario())
+    assert shared == ["connection a"] * 20 + ["connection b"]
+    assert all(isinstance(err, RuntimeError) for err in failed)
+    assert asked == ["a", "b", "broken", "broken", "a"]
