@@ -87,18 +87,24 @@ def p1(daemon: Daemon, home: Path, n: int, t: int, w: int) -> Result:
     services = services_for(daemon, home, w, BENCH_N=str(n), BENCH_T=str(t))
     services.start()
     try:
-        from_trigger = run_dag(services, daemon, "bench_p1_ours_from_trigger", n * t, image="bench/p1-ours:1")
+        for warm_up in ("bench_p5_ours_from_trigger", "bench_p5_ours", "bench_p5_official"):  # first imports, first parse
+            run_dag(services, daemon, warm_up, 120)
+        from_trigger_runs = [run_dag(services, daemon, "bench_p1_ours_from_trigger", n * t, image="bench/p1-ours:1")
+                             for _ in range(REPEATS)]
         default = run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1")
         official = run_dag(services, daemon, "bench_p1_official", 3 * n * t, image="bench/p1-official:1")
     finally:
         services.stop()
+    from_trigger = sorted(from_trigger_runs, key=lambda r: r["makespan_s"])[len(from_trigger_runs) // 2]  # the median run
+    from_trigger = {**from_trigger, "makespan_s_all": [r["makespan_s"] for r in from_trigger_runs]}
     speedup = official["makespan_s"] / from_trigger["makespan_s"]
     figures = {"n": n, "t_s": t, "parallelism": w, "ours_start_from_trigger": from_trigger, "ours_default": default,
                "official": official, "speedup_start_from_trigger": round(speedup, 2),
                "speedup_default": round(official["makespan_s"] / default["makespan_s"], 2), "ideal_speedup_n_over_w": n / w}
     print(f"[p1] {figures}", flush=True)
     return Result(name="P1 slot release", figures=figures, met=speedup >= 0.9 * n / w,
-                  target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3, with start_from_trigger=True",
+                  target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3, with start_from_trigger=True "
+                         f"(median of {REPEATS}; each mode once warmed up)",
                   notes=["ours_start_from_trigger: started and ended in the triggerer, no worker (start_from_trigger=True)",
                          "ours_default: a worker starts it and follows it defer_after (2 s), the trigger ends it; "
                          "as every task runs on Airflow < 3.3"])

@@ -1,3 +1,3 @@
 """remote-docker: run Airflow tasks as containers on remote Docker daemons over mutual TLS."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -7,6 +7,11 @@ checkpoint instead of replaying it from the start, and marks the spot. Both halv
 * worker: ``begin`` writes a first record as the task defers (so a successor's first read
   never misses whether one ran before) and ``end`` deletes it when the task resumes;
 * trigger: ``Checkpoints.load`` / ``save`` / ``keep`` while it watches.
+
+A task that ends in the triggerer keeps its checkpoint (a cursor and line counts, no log text):
+deleting it there is one more round trip through the triggerer's supervisor per task, paid when
+many tasks end together. It belongs to that try only (it names the container) and Airflow drops
+it with the try's other XComs when the task is cleared.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from remote_docker import certs
+from remote_docker import __version__, certs
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -51,6 +51,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remote-docker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate-certs", help="make a CA, a server and a client certificate (docker:dind layout)")

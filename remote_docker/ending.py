@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from remote_docker import checkpoints, compat
+from remote_docker import compat
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.logstream import stdout_lines
@@ -87,7 +87,6 @@ async def end_task(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: 
     except (EngineError, OSError, ValueError, TypeError) as err:
         log.warning("Could not end the task from the triggerer (%s); a worker will collect the result.", err)
         return None
-    checkpoints.end(ti, log)  # a sync SDK call: the triggerer's portal carries it (compat.END_IN_TRIGGERER)
     log.info("Container %s exited 0: the task ends here, without a worker.", end.container_id[:12])
     return TaskSuccessEvent()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from remote_docker import compat
 from remote_docker.engine import Engine
 from remote_docker.spec import TRY_LABEL
 
@@ -21,7 +22,7 @@ _RUNNING_STATES = ("running", "paused", "restarting")
 
 def remember(context: Any, container_id: str | None, phase: str, log: Any) -> None:
     """Record the try's container and phase (``started`` / ``deferred`` / ``lost``)."""
-    store = context.get("task_state_store")
+    store = context.get("task_state_store") if compat.TASK_STATE_STORE else None
     if store is None or not container_id:
         return
     try:
@@ -31,7 +32,7 @@ def remember(context: Any, container_id: str | None, phase: str, log: Any) -> No
 
 
 def recall(context: Any, log: Any) -> dict | None:
-    store = context.get("task_state_store")
+    store = context.get("task_state_store") if compat.TASK_STATE_STORE else None
     if store is None:
         return None
     try:

@@ -1,0 +1,86 @@
+"""Every version gate in remote_docker.compat, checked against the Airflow this suite runs with.
+
+scripts/matrix runs this file under each supported Airflow minor, so each gate is tested on the
+side of it that every release takes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import airflow
+import pytest
+from packaging.version import Version
+
+from remote_docker import compat
+
+AIRFLOW = Version(Version(airflow.__version__).base_version)
+MINOR = (AIRFLOW.major, AIRFLOW.minor)
+
+
+def test_this_airflow_is_one_the_package_supports() -> None:
+    assert MINOR in {(3, 1), (3, 2), (3, 3)}, f"Airflow {AIRFLOW} is outside the support table (README.md)"
+
+
+def test_the_task_exceptions_are_the_ones_airflow_raises_and_catches() -> None:
+    home = "airflow.sdk.exceptions" if MINOR >= (3, 2) else "airflow.exceptions"
+    module = importlib.import_module(home)
+    for name in compat.__all__:
+        assert getattr(compat, name) is getattr(module, name), name
+    # Airflow's task runner treats these specially (skip, no retry, timeout): they must be its own classes
+    from airflow.sdk.execution_time import task_runner
+
+    source = inspect.getsource(task_runner)
+    assert "AirflowSkipException" in source and "AirflowFailException" in source
+
+
+def test_start_in_the_triggerer_follows_dagrun_scheduling() -> None:
+    """3.1-3.2 comment out the branch of DagRun.schedule_tis that defers a task as it is scheduled
+    (apache/airflow#66307); 3.3 calls ti.defer_task there (#55068)."""
+    from airflow.models import dagrun
+
+    source = inspect.getsource(dagrun.DagRun.schedule_tis)
+    active = [line for line in source.splitlines() if "defer_task(" in line and not line.strip().startswith("#")]
+    assert bool(active) == compat.START_IN_TRIGGERER
+
+
+def test_trigger_xcoms_and_masking_need_the_async_sdk_calls() -> None:
+    from airflow.sdk import log as sdk_log
+    from airflow.sdk.execution_time.xcom import XCom
+
+    has_async = all(hasattr(XCom, name) for name in ("aset", "aget_one"))
+    assert has_async == compat.TRIGGER_XCOMS
+    assert has_async == compat.END_IN_TRIGGERER  # the ending writes the return value with XCom.aset
+    assert hasattr(sdk_log, "amask_secret") == compat.airflow_at_least("3.3.0")
+
+
+def test_on_kill_while_deferred_follows_the_base_trigger() -> None:
+    from airflow.triggers.base import BaseTrigger
+
+    assert hasattr(BaseTrigger, "on_kill") == compat.ON_KILL_WHILE_DEFERRED
+
+
+def test_task_state_store_is_in_the_task_context_from_3_3() -> None:
+    from airflow.sdk.definitions import context
+
+    assert ("task_state_store" in inspect.getsource(context)) == compat.TASK_STATE_STORE
+
+
+@pytest.mark.parametrize("gate", ["START_IN_TRIGGERER", "TRIGGER_XCOMS", "END_IN_TRIGGERER", "ON_KILL_WHILE_DEFERRED",
+                                  "TASK_STATE_STORE"])
+def test_every_gate_of_3_3_is_on_exactly_from_3_3(gate: str) -> None:
+    assert getattr(compat, gate) == (MINOR >= (3, 3))
+
+
+def test_the_stale_event_guard_stays_until_a_release_fixes_it() -> None:
+    assert compat.STALE_EVENT_FIXED_IN is None and compat.STALE_EVENT_GUARD_SECONDS == 10.0
+
+
+def test_the_operator_and_decorator_import_on_this_airflow() -> None:
+    """The failure a 3.1 user met: an ImportError at DAG parse time."""
+    from remote_docker.decorators import remote_docker_task
+    from remote_docker.operators import RemoteDockerOperator
+    from remote_docker.triggers import ContainerTrigger
+
+    assert RemoteDockerOperator and ContainerTrigger and remote_docker_task
