@@ -78,8 +78,9 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
 
 
 def write_report() -> None:
-    found = {p.stem: json.loads(p.read_text()) for p in RESULTS.glob("*.json")}
-    results = {name: found[name] for name in NAMES if name in found}  # in the order of NAMES
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    # in the order of NAMES; a benchmark run once per Airflow minor has a file each (burst-3.1, ...)
+    results = {key: found[key] for name in NAMES for key in found if key == name or key.startswith(f"{name}-")}
     charts(results)
     lines = ["# Benchmarks", "",
              "Reproduce with `bench/run` (quick, < 10 min) or `bench/run --full`. Each section names the exact",

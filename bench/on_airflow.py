@@ -162,8 +162,11 @@ def burst(daemon: Daemon, home: Path, size: int = 200) -> Result:
         services.stop()
     import airflow
 
+    minor = ".".join(airflow.__version__.split(".")[:2])
     figures = {"tasks": row["tasks"], "failed": row["failed"], "makespan_s": row["makespan_s"], "containers_left": len(left),
                "airflow": airflow.__version__}
     print(f"[burst] {figures}", flush=True)
-    return Result(name="Burst of immediate exits", figures=figures, met=row["failed"] == 0 and row["tasks"] == size,
-                  target=f"{size} immediate-exit tasks, real scheduler + triggerer, defaults: 0 failed")
+    # one result per Airflow minor (bench/results/burst-3.1.json ...): run it in each matrix venv (BENCHMARKS.md)
+    return Result(name=f"Burst-{minor} of immediate exits, Airflow {minor}", figures=figures,
+                  met=row["failed"] == 0 and row["tasks"] == size and not left,
+                  target=f"{size} immediate-exit tasks, real scheduler + triggerer, defaults: 0 failed, 0 containers left")

@@ -65,6 +65,7 @@ class AirflowServices:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _token: str | None = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -152,9 +153,15 @@ class AirflowServices:
     # ------------------------------------------------------------------ REST and state
 
     def rest(self, method: str, path: str, body: Any = None) -> Any:
+        """A call to the REST API as an admin (the simple auth manager hands every caller an admin token;
+        Airflow 3.3 also takes calls without one, 3.1 does not)."""
+        if path.startswith("/api/") and self._token is None:
+            self._token = self.rest("GET", "/auth/token")["access_token"]
+        headers = {"Content-Type": "application/json"}
+        if self._token and path.startswith("/api/"):
+            headers["Authorization"] = f"Bearer {self._token}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method, headers=headers)
         with urllib.request.urlopen(request, timeout=30) as response:
             payload = response.read()
         return json.loads(payload) if payload else None

@@ -145,8 +145,12 @@ class AirflowEnv:
     home: Path
     env: dict[str, str]
 
-    def run(self, *args: str, timeout: float = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(VENV_BIN / "airflow"), *args], capture_output=True, text=True,
+    def run(self, *args: str, timeout: float = 600, extra_env: dict | None = None,
+            merged: bool = False) -> subprocess.CompletedProcess:
+        """``merged``: stderr interleaved into stdout, in the order written (Airflow 3.1 logs some of a
+        task's lines to each)."""
+        return subprocess.run([str(VENV_BIN / "airflow"), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
                               env={**self.env, **(extra_env or {})}, timeout=timeout)
 
     def dags_test(self, dag_id: str, conf: dict | None = None, timeout: float = 900,
@@ -154,8 +158,8 @@ class AirflowEnv:
         args = ["dags", "test", dag_id]
         if conf:
             args += ["--conf", json.dumps(conf)]
-        done = self.run(*args, timeout=timeout, extra_env=extra_env)
-        output = done.stdout + done.stderr
+        done = self.run(*args, timeout=timeout, extra_env=extra_env, merged=True)
+        output = done.stdout
         with sqlite3.connect(self.home / "airflow.db") as db:
             run_id = db.execute("select run_id from dag_run where dag_id=? order by id desc limit 1", (dag_id,)).fetchone()[0]
             states = dict(db.execute("select task_id, state from task_instance where dag_id=? and run_id=? and map_index=-1",
