@@ -40,13 +40,30 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from remote_docker.errors import DaemonError
     from remote_docker.hook import RemoteDockerHook
 
     hook = RemoteDockerHook(remote_docker_conn_id=args.conn_id, docker_url=args.docker_url)
-    report = hook.diagnose()
-    for key, value in report.items():
-        print(f"{key}: {value}")
-    return 0
+    pool = hook.pool
+    if pool.single:
+        for key, value in hook.diagnose().items():
+            print(f"{key}: {value}")
+        return 0
+    failed = 0
+    for member in pool.members:  # one line per daemon of the pool
+        try:
+            report = RemoteDockerHook(args.conn_id, daemon=member.name, docker_url=args.docker_url).diagnose()
+        except DaemonError as err:
+            failed += 1
+            print(f"{member.name}: FAILED: {err}")
+            continue
+        extra = f", labels {dict(member.labels)}" if member.labels else ""
+        extra += f", max_containers {member.max_containers}" if member.max_containers else ""
+        expires = report.get("client certificate expires")
+        print(f"{member.name}: ok: {report['daemon']}, Docker {report['docker version']}, {report['tls']}"
+              f"{f', client certificate expires {expires}' if expires else ''}{extra}")
+    print(f"{pool.source}: {len(pool.members) - failed} of {len(pool.members)} daemons answer")
+    return 2 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

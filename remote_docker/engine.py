@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from typing import Any, Literal, TypeVar
 
@@ -91,13 +91,19 @@ class Engine:
 
     # ------------------------------------------------------------------ containers
 
-    async def find(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Every container (running or not) carrying all of ``labels``, oldest first."""
-        wanted = [f"{key}={value}" for key, value in labels.items()]
-        found = await self._call("listing containers on",
-                                 self.docker.containers.list(all=True, filters={"label": wanted}))
-        # private: the list entry each DockerContainer was made from; aiodocker has no public accessor for it
-        return sorted((c._container for c in found), key=lambda c: c.get("Created", 0))
+    async def find(self, labels: Mapping[str, str], statuses: Sequence[str] = (), *,
+                   bound: float | None = None) -> list[dict[str, Any]]:
+        """Every container carrying all of ``labels`` (a value of None: the label with any value), in one
+        of ``statuses`` if given, oldest first."""
+        filters: dict[str, list[str]] = {"label": [key if value is None else f"{key}={value}" for key, value in labels.items()]}
+        if statuses:
+            filters["status"] = list(statuses)
+        found = await self._call("listing containers on", self.docker.containers.list(all=True, filters=filters),
+                                 bound=bound)
+        # The daemon lists newest first by its nanosecond creation times (the entries' Created is in whole
+        # seconds): reversed, that is exact creation order. private: the list entry each DockerContainer was
+        # made from; aiodocker has no public accessor for it
+        return [c._container for c in reversed(found)]
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         """The container's inspect document; None if it no longer exists."""

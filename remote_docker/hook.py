@@ -32,6 +32,7 @@ from remote_docker.connection import (
 )
 from remote_docker.engine import Engine, EngineError
 from remote_docker.errors import DaemonError
+from remote_docker.pool import DaemonPool, Member, build_pool
 
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -58,10 +59,12 @@ def _mask_inline_keys(extras: dict[str, Any]) -> None:
 
 
 class RemoteDockerHook(BaseHook):
-    """Connect to a Docker daemon over mutual TLS.
+    """Connect to a Docker daemon, or a pool of them, over mutual TLS.
 
     :param remote_docker_conn_id: Airflow connection of type ``remote_docker``. If it does not
         exist and it is the default id, Docker's environment (DOCKER_HOST, DOCKER_CERT_PATH) is used.
+    :param daemon: which daemon of a pool connection this hook talks to (its name or URL); a
+        connection of one daemon needs none (``remote_docker.pool``).
     :param docker_url: daemon URL overriding the connection's host.
     :param tls_ca_cert: CA certificate (path or PEM) overriding the connection.
     :param tls_client_cert: client certificate (path or PEM) overriding the connection.
@@ -77,27 +80,29 @@ class RemoteDockerHook(BaseHook):
     conn_type = "remote_docker"
     hook_name = "Remote Docker (mutual TLS)"
 
-    def __init__(self, remote_docker_conn_id: str | None = DEFAULT_CONN_ID, **overrides: Any) -> None:
+    def __init__(self, remote_docker_conn_id: str | None = DEFAULT_CONN_ID, daemon: str | None = None,
+                 **overrides: Any) -> None:
         super().__init__()
         unknown = sorted(set(overrides) - set(OVERRIDE_ARGUMENTS))
         if unknown:
             raise TypeError(f"RemoteDockerHook got unknown argument(s) {', '.join(unknown)}; "
-                            f"it takes {', '.join(OVERRIDE_ARGUMENTS)}")
+                            f"it takes daemon, {', '.join(OVERRIDE_ARGUMENTS)}")
         self.remote_docker_conn_id = remote_docker_conn_id
+        self.daemon = daemon
         self.docker_url = overrides.pop("docker_url", None)
         self.overrides = {CONNECTION_OVERRIDES[name]: value for name, value in overrides.items() if value is not None}
 
     # -- configuration
 
-    def _resolve(self, connection: Any | None) -> DaemonConfig:
-        """Merge connection, environment and overrides into one DaemonConfig."""
+    def _resolve(self, connection: Any | None) -> DaemonPool:
+        """Merge connection, environment and overrides into the daemons they name."""
         conn_id = self.remote_docker_conn_id
         if connection is None:
             if self.docker_url:
-                return build_config(host=self.docker_url, extras=self.overrides, source=f"docker_url {self.docker_url}")
+                return _pool_of(build_config(host=self.docker_url, extras=self.overrides, source=f"docker_url {self.docker_url}"))
             environment = config_from_environment()
             if environment is not None and conn_id in (None, DEFAULT_CONN_ID):
-                return environment
+                return _pool_of(environment)
             fallback = " or set DOCKER_HOST and DOCKER_CERT_PATH" if conn_id in (None, DEFAULT_CONN_ID) else ""
             raise DaemonConfigError(
                 f"connection {conn_id!r} does not exist; create it (UI, `airflow connections add`, "
@@ -106,17 +111,22 @@ class RemoteDockerHook(BaseHook):
         extras = normalize_extras(connection.extra_dejson or {}, self.conn_type)
         extras.update(self.overrides)
         _mask_inline_keys(extras)
-        host = self.docker_url or connection.host or ""
-        if connection.schema and "://" not in host and connection.schema in ("tcp", "https", "http", "unix"):
-            host = f"{connection.schema}://{host}"
-        return build_config(host=host, port=connection.port, extras=extras, source=f"connection {conn_id!r}")
+        source = f"connection {conn_id!r}"
+        if self.docker_url:  # the official operator's docker_url: one daemon, the connection's TLS material
+            extras.pop("daemons", None)
+            return _pool_of(build_config(host=self.docker_url, port=connection.port, extras=extras, source=source))
+        hosts = [h.strip() for h in (connection.host or "").split(",")]
+        if connection.schema in ("tcp", "https", "http", "unix"):
+            hosts = [h if "://" in h or not h else f"{connection.schema}://{h}" for h in hosts]
+        return build_pool(host=",".join(hosts), port=connection.port, extras=extras, source=source)
 
     @staticmethod
     def _lookup_error(err: Exception) -> bool:
         return type(err).__name__ in ("AirflowNotFoundException", "NotFound") or "isn't defined" in str(err)
 
     @cached_property
-    def config(self) -> DaemonConfig:
+    def pool(self) -> DaemonPool:
+        """Every daemon the connection names (one, for most connections)."""
         connection = None
         if self.remote_docker_conn_id:
             try:
@@ -126,10 +136,10 @@ class RemoteDockerHook(BaseHook):
                     raise
         return self._resolve(connection)
 
-    async def aconfig(self) -> DaemonConfig:
-        """``config`` for async code: looks the connection up without blocking the loop."""
-        if "config" in self.__dict__:
-            return self.__dict__["config"]
+    async def apool(self) -> DaemonPool:
+        """``pool`` for async code: looks the connection up without blocking the loop."""
+        if "pool" in self.__dict__:
+            return self.__dict__["pool"]
         connection = None
         if self.remote_docker_conn_id:
             try:
@@ -137,15 +147,31 @@ class RemoteDockerHook(BaseHook):
             except Exception as err:
                 if not self._lookup_error(err):
                     raise
-        config = self.__dict__["config"] = self._resolve(connection)
-        return config
+        pool = self.__dict__["pool"] = self._resolve(connection)
+        return pool
+
+    def _member_of(self, pool: DaemonPool) -> Member:
+        if self.daemon:
+            return pool.member(self.daemon)
+        if not pool.single:
+            raise DaemonConfigError(f"{pool.source} names {len(pool.members)} daemons "
+                                    f"({', '.join(m.name for m in pool.members)}); say which one with daemon=")
+        return pool.members[0]
+
+    @property
+    def config(self) -> DaemonConfig:
+        """The daemon this hook talks to: ``daemon``, or the connection's only one."""
+        return self._member_of(self.pool).config
+
+    async def aconfig(self) -> DaemonConfig:
+        return self._member_of(await self.apool()).config
 
     # -- clients
 
     @asynccontextmanager
-    async def engine(self) -> AsyncIterator[Engine]:
-        """The engine layer for this daemon, over the event loop's shared client."""
-        config = await self.aconfig()
+    async def engine(self, member: Member | None = None) -> AsyncIterator[Engine]:
+        """The engine layer for ``member`` (default: this hook's daemon), over the event loop's shared client."""
+        config = member.config if member else await self.aconfig()
         async with shared_async_client(config) as client:
             yield Engine(client, config)
 
@@ -280,6 +306,10 @@ async def _shared_lookup(conn_id: str, lookup: Any) -> Any:
     if found is None or found[0] < now or (found[1].done() and (found[1].cancelled() or found[1].exception())):
         found = known[conn_id] = (now + CONNECTION_CACHE_SECONDS, asyncio.ensure_future(lookup(conn_id)))
     return await asyncio.shield(found[1])  # one caller cancelled does not cancel the others' lookup
+
+
+def _pool_of(config: DaemonConfig) -> DaemonPool:
+    return DaemonPool(source=config.source, members=(Member(name=config.url.split("://", 1)[-1], config=config),))
 
 
 def _registry_of(image: str) -> str:

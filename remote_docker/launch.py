@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +23,10 @@ _RUNNING_STATES = ("running", "paused", "restarting")
 
 class LaunchError(Exception):
     """The container can't be started as asked; the message names the daemon, the cause and the fix."""
+
+
+class NoRoom(Exception):
+    """The daemon filled up between placement and create (``admit`` said no); the container is gone again."""
 
 
 @dataclass
@@ -38,14 +42,18 @@ class Launch:
     # what to say when the command is not in the image ({image} and {message} are filled in)
     missing_executable: str = "the image {image} has no such executable ({message}); check command and entrypoint"
 
-    async def start(self, engine: Engine, log: Any) -> str:
-        """Create and start the container; returns its id."""
+    async def start(self, engine: Engine, log: Any,
+                    admit: Callable[[Engine, str], Awaitable[bool]] | None = None) -> str:
+        """Create and start the container; returns its id. ``admit``, asked once the container exists
+        and before it starts, may refuse it (a daemon at its limit): it is removed and ``NoRoom`` raised."""
         try:
             await RemoteDockerHook.ensure_image(engine, self.image, self.pull, self.auth, log)
         except ImageError as err:
             raise LaunchError(str(err)) from None
         container_id = await self._create(engine, log)
         try:
+            if admit is not None and not await admit(engine, container_id):
+                raise NoRoom(f"{engine.url} filled up while this container was created")
             if self.archive:
                 await engine.copy_in(container_id, self.archive)
                 log.info("Copied files into the container (%s bytes)", f"{len(self.archive):,}")
@@ -129,7 +137,8 @@ class Started:
     created: bool = False  # this call created it: no earlier run of the trigger watched it
 
 
-async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], log: Any) -> Started:
+async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], log: Any,
+                     admit: Callable[[Engine, str], Awaitable[bool]] | None = None) -> Started:
     """Start this try's container, exactly once however often this runs (a triggerer restart or a
     hand-over runs it again): the try's own container is adopted (and started if it was only
     created). None when an earlier try's container is still running: only a worker, which knows
@@ -143,7 +152,7 @@ async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], 
             return Started(None)
     if not mine:
         try:
-            return Started(await named.start(engine, log), created=True)
+            return Started(await named.start(engine, log, admit=admit), created=True)
         except LaunchError:
             mine = await engine.find(labels)  # an earlier run of this trigger (or a twin) created it first
             if not mine:

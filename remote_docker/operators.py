@@ -1,7 +1,8 @@
 """``RemoteDockerOperator``: run a container on a remote daemon while the task is deferred.
 
-1. ``execute`` (worker): resolve the daemon; reattach to a running container of an earlier
-   try (``reattach``), or start one (``launch``); defer to ``ContainerTrigger``.
+1. ``execute`` (worker): resolve the daemon or pool; reattach to a running container of an earlier
+   try (``reattach``), or place and start one (``placement``, ``launch``; a full pool waits in
+   ``capacity``); follow it ``defer_after`` seconds, then defer to ``ContainerTrigger``.
 2. ``ContainerTrigger.run`` (triggerer): stream the log, wait for the end, report it.
 3. ``execute_complete`` (worker): judge the end by a fresh inspect, collect the result
    (decoded here only), remove the container per ``auto_remove`` (``outcome``).
@@ -25,16 +26,18 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import checkpoints, compat, ending, reattach, trigger_start
-from remote_docker.compat import AirflowException, AirflowFailException
+from remote_docker import capacity, checkpoints, compat, ending, reattach, trigger_start
+from remote_docker.compat import AirflowException, AirflowFailException, AirflowTaskTimeout
 from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
-from remote_docker.engine import Engine, EngineError
+from remote_docker.engine import Engine
 from remote_docker.events import WatchEnd
 from remote_docker.hook import PULL_POLICIES, ImageError, RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError
 from remote_docker.logs import LogFollower, container_log
 from remote_docker.outcome import Outcome
 from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
+from remote_docker.placement import Placement, PlacementError, start_placed
+from remote_docker.pool import DaemonPool, Member
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, files_archive, task_labels
 from remote_docker.triggers import ContainerTrigger
 from remote_docker.watch import ContainerWatch
@@ -42,8 +45,7 @@ from remote_docker.watch import ContainerWatch
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# A container that ends within this many seconds of starting finishes on the worker, like the official
-# operator's, with no deferral; longer ones defer. A 1 s container ends well inside it.
+# A container that ends within this many seconds of starting finishes on the worker with no deferral.
 DEFAULT_DEFER_AFTER = 2.0
 AUTO_REMOVE_MODES = ("never", "success", "force")
 # Operator arguments that become the container (one per ContainerSpec field)
@@ -64,7 +66,9 @@ class RemoteDockerOperator(BaseOperator):
     the container's own (``image``, ``command``, ``environment``, ``mounts``, ...) are the
     fields of ``remote_docker.spec.ContainerSpec``. Added:
 
-    :param remote_docker_conn_id: connection of type ``remote_docker`` for the daemon.
+    :param remote_docker_conn_id: connection of type ``remote_docker`` for the daemon, or a pool of them.
+    :param daemon: pin the container to this daemon of a pool (its name or URL).
+    :param daemon_labels: keep to the daemons of a pool whose labels include these (``{"gpu": "true"}``).
     :param docker_conn_id: an Airflow ``docker`` connection with registry credentials (as upstream).
     :param pull: ``"missing"`` (default), ``"always"`` or ``"never"``; ``force_pull=True`` means ``"always"``.
     :param auto_remove: ``"never"`` (default), ``"success"`` (only when the task succeeded) or ``"force"``.
@@ -138,6 +142,8 @@ class RemoteDockerOperator(BaseOperator):
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         files: Mapping[str, str | bytes | Path] | None = None,
         remote_docker_conn_id: str | None = DEFAULT_CONN_ID,
+        daemon: str | None = None,
+        daemon_labels: Mapping[str, str] | None = None,
         docker_conn_id: str | None = None,
         docker_url: str | None = None,
         tls_ca_cert: str | None = None,
@@ -169,12 +175,8 @@ class RemoteDockerOperator(BaseOperator):
         self.private_environment = dict(private_environment or {})
         self.mounts = list(mounts or [])
         self.auto_remove = _choice(auto_remove, AUTO_REMOVE_MODES, "auto_remove")
-        if skip_on_exit_code is None:
-            self.skip_on_exit_code: Container[int] = ()
-        elif isinstance(skip_on_exit_code, int):
-            self.skip_on_exit_code = (skip_on_exit_code,)
-        else:
-            self.skip_on_exit_code = skip_on_exit_code
+        self.skip_on_exit_code: Container[int] = (() if skip_on_exit_code is None else (skip_on_exit_code,)
+                                                  if isinstance(skip_on_exit_code, int) else skip_on_exit_code)
         self.xcom_all = xcom_all
         self.retrieve_output = retrieve_output
         self.retrieve_output_path = retrieve_output_path
@@ -187,16 +189,16 @@ class RemoteDockerOperator(BaseOperator):
         self.files = dict(files or {})
         self.folders: dict[str, int] = {}  # container folders to create first (path -> mode)
         self.remote_docker_conn_id = remote_docker_conn_id
+        self.daemon_pin = daemon
+        self.daemon_labels = dict(daemon_labels or {})
         self.docker_conn_id = docker_conn_id
         self.pull = "always" if force_pull else _choice(pull, PULL_POLICIES, "pull")
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
-        if min_deferred_seconds is None:
-            min_deferred_seconds = float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", compat.STALE_EVENT_GUARD_SECONDS))
-        self.min_deferred_seconds = min_deferred_seconds
-        if defer_after is None:
-            defer_after = float(os.environ.get("REMOTE_DOCKER_DEFER_AFTER", DEFAULT_DEFER_AFTER))
+        self.min_deferred_seconds = min_deferred_seconds if min_deferred_seconds is not None else \
+            float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", compat.STALE_EVENT_GUARD_SECONDS))
+        defer_after = defer_after if defer_after is not None else float(os.environ.get("REMOTE_DOCKER_DEFER_AFTER", DEFAULT_DEFER_AFTER))
         if defer_after < 0:
             raise ValueError(f"defer_after={defer_after} must be 0 or more seconds")
         self.defer_after = defer_after
@@ -209,6 +211,7 @@ class RemoteDockerOperator(BaseOperator):
                 UserWarning, stacklevel=2,
             )
         self.container_id: str | None = None
+        self.daemon: Member | None = None  # the daemon of the pool the container is on
         self._handed_over: dict | None = None  # the log cursor the trigger takes over
         self._worker_start_reason: str | None = None
 
@@ -230,7 +233,8 @@ class RemoteDockerOperator(BaseOperator):
         return Outcome(image=self.image, skip_on_exit_code=self.skip_on_exit_code, execution_timeout=self.execution_timeout,
                        do_xcom_push=self.do_xcom_push, xcom_all=self.xcom_all, tty=self.tty,
                        retrieve_output_path=self.retrieve_output_path if self.retrieve_output else None,
-                       output_format=self.output_format, max_output_bytes=self.max_output_bytes)
+                       output_format=self.output_format, max_output_bytes=self.max_output_bytes,
+                       auto_remove=self.auto_remove)
 
     def _run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run engine work on this worker: one event loop, one client, failures as one line."""
@@ -238,6 +242,8 @@ class RemoteDockerOperator(BaseOperator):
             return asyncio.run(work)
         except (SpecError, DaemonConfigError, ImageError, LaunchError) as err:
             raise AirflowFailException(str(err)) from None
+        except PlacementError as err:  # no daemon answered: a retry may find one back
+            raise AirflowException(str(err)) from None
 
     # ------------------------------------------------------------------ execute
 
@@ -262,37 +268,52 @@ class RemoteDockerOperator(BaseOperator):
             raise AirflowFailException(str(err)) from None
         deadline = self._deadline(ti)
         result = self._run(self._start_and_follow(context, launch, labels, deadline))
+        if isinstance(result, Placement):  # every daemon that may take it is full: wait, without the slot
+            self.log.info("Every daemon this task may use is full (%s); waiting for room.", result.describe())
+            self.defer(trigger=capacity.trigger_for(self, labels, deadline), method_name="execute_after_wait")
         if result is not _STILL_RUNNING:
             return result
         trigger = ContainerTrigger(
-            container_id=self.container_id, remote_docker_conn_id=self.remote_docker_conn_id,
+            container_id=self.container_id, remote_docker_conn_id=self.remote_docker_conn_id, daemon=self.daemon.name,
             hook_params=self.hook_params, deadline=deadline, log_cursor=self._handed_over, tty=self.tty,
             stop_timeout=self.stop_timeout, poll_interval=self.poll_interval, secret_env=sorted(self.private_environment),
             not_before=time.time() + self.min_deferred_seconds if self.min_deferred_seconds else None,
             ending=self.ending_here(),
         )
         self.log.info("Deferring while container %s runs; its output follows in this log.", self.container_id[:12])
-        reattach.remember(context, self.container_id, "deferred", self.log)
+        reattach.remember(context, self.container_id, "deferred", self.log, self.daemon.name)
         checkpoints.begin(ti, self.container_id)
         self.defer(trigger=trigger, method_name="execute_complete")
+
+    def execute_after_wait(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """A daemon has room again (``capacity.CapacityTrigger``): place and start as ``execute`` does."""
+        if (event or {}).get("timeout"):
+            raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) reached while waiting for room on the pool")
+        return self.execute(context)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         # why a worker runs this, read as the scheduler saw it: from the templates before they are rendered
         self._worker_start_reason = trigger_start.why_not(self)
         super().render_template_fields(context, jinja_env)
 
-    async def _start(self, engine: Engine, launch: Launch, labels: dict[str, str], record: dict | None) -> str:
-        found = await reattach.find_running(engine, labels, record, self.stop_timeout, self.log)
-        return found or await launch.start(engine, self.log)
+    async def _start(self, pool: DaemonPool, launch: Launch, labels: dict[str, str],
+                     record: dict | None) -> tuple[Member, str] | Placement:
+        """Reattach to an earlier try's container wherever it is in the pool, or place and start one."""
+        found = await reattach.find_running_in(pool, self.hook.engine, labels, record, self.stop_timeout, self.log)
+        return found or await start_placed(pool, launch, labels, self.hook.engine, self.log, pin=self.daemon_pin,
+                                           wanted=self.daemon_labels)
 
     async def _start_and_follow(self, context: Context, launch: Launch, labels: dict[str, str],
                                 deadline: float | None) -> Any:
         """Start (or reattach), then follow the container here: to its end with ``deferrable=False``, else
         for ``defer_after`` seconds. The result if it ended, ``_STILL_RUNNING`` if the task should defer."""
         record = reattach.recall(context, self.log)
-        async with self.hook.engine() as engine:
-            self.container_id = await self._start(engine, launch, labels, record)
-            reattach.remember(context, self.container_id, "started", self.log)
+        started = await self._start(await self.hook.apool(), launch, labels, record)
+        if isinstance(started, Placement):
+            return started
+        self.daemon, self.container_id = started
+        async with self.hook.engine(self.daemon) as engine:
+            reattach.remember(context, self.container_id, "started", self.log, self.daemon.name)
             follower = LogFollower(container_log(), tty=self.tty)
             for value in self.private_environment.values():
                 follower.keep_secret(str(value))
@@ -343,45 +364,25 @@ class RemoteDockerOperator(BaseOperator):
         return self._run(self._complete(end))
 
     async def _complete(self, end: WatchEnd) -> Any:
-        async with self.hook.engine() as engine:
+        pool = await self.hook.apool()
+        self.daemon = pool.member(end.daemon) if end.daemon and not pool.single else pool.members[0]
+        async with self.hook.engine(self.daemon) as engine:
             return await self._collect(engine, end)
 
     async def _collect(self, engine: Engine, end: WatchEnd) -> Any:
-        """Judge the end and collect the result; remove the container per ``auto_remove`` either way."""
-        outcome = self.outcome()
-        succeeded = False
-        try:
-            info = await engine.inspect(end.container_id) if end.status not in ("error", "gone") else None
-            try:
-                await outcome.judge(engine, end, info)
-            except AirflowException as err:
-                raise self.explain_failure(err, end) from None
-            result = await outcome.result(engine, end, self.log)
-            succeeded = True
-            return result
-        finally:
-            if end.container_id and end.status != "error" and (
-                    self.auto_remove == "force" or (self.auto_remove == "success" and succeeded)):
-                await self._remove(engine, end.container_id)
+        return await self.outcome().collect(engine, end, self.log, explain=self.explain_failure)
 
     def explain_failure(self, err: AirflowException, end: WatchEnd) -> AirflowException:
         """The exception that fails the task; subclasses may know better than the exit code."""
         return err
 
-    async def _remove(self, engine: Engine, container_id: str) -> None:
-        try:
-            await engine.remove(container_id)
-        except EngineError as err:
-            self.log.warning("Could not remove container %s: %s", container_id[:12], err)
-
     def on_kill(self) -> None:
         """The task was killed while its worker held it (deferrable=False, or before deferring)."""
-        if not self.container_id:
+        if not (container_id := self.container_id):
             return
-        container_id = self.container_id
 
         async def stop() -> None:
-            async with self.hook.engine() as engine:
+            async with self.hook.engine(self.daemon) as engine:
                 if await engine.stop(container_id, self.stop_timeout) and self.auto_remove == "force":
                     await engine.remove(container_id)
 
@@ -391,10 +392,9 @@ class RemoteDockerOperator(BaseOperator):
             except Exception as err:
                 self.log.warning("Could not stop container %s: %s", container_id[:12], err)
 
-        # Airflow calls this from a signal handler, possibly while this thread runs our event loop
-        thread = threading.Thread(target=stop_in_own_loop, daemon=True)
-        thread.start()
-        thread.join(self.stop_timeout + 2 * self.hook.config.timeout)
+        thread = threading.Thread(target=stop_in_own_loop, daemon=True)  # called from a signal handler, maybe
+        thread.start()  # while this thread runs our event loop
+        thread.join(self.stop_timeout + 2 * (self.daemon.config.timeout if self.daemon else 60))
 
 
 _STILL_RUNNING = object()

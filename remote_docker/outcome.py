@@ -8,7 +8,7 @@ unpickling runs arbitrary code, so it never happens in the triggerer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,29 @@ class Outcome:
     retrieve_output_path: str | None = None  # set only with retrieve_output=True
     output_format: str = "pickle"
     max_output_bytes: int = 64 * 1024 * 1024
+    auto_remove: str = "never"
+
+    async def collect(self, engine: Engine, end: WatchEnd, log: Any,
+                      explain: Callable[[AirflowException, WatchEnd], AirflowException] = lambda err, end: err) -> Any:
+        """Judge the end (by a fresh inspect) and collect the result; remove the container per ``auto_remove``
+        either way. ``explain`` may turn the failure into the task's own exception."""
+        succeeded = False
+        try:
+            info = await engine.inspect(end.container_id) if end.status not in ("error", "gone") else None
+            try:
+                await self.judge(engine, end, info)
+            except AirflowException as err:
+                raise explain(err, end) from None
+            result = await self.result(engine, end, log)
+            succeeded = True
+            return result
+        finally:
+            if end.container_id and end.status != "error" and (
+                    self.auto_remove == "force" or (self.auto_remove == "success" and succeeded)):
+                try:
+                    await engine.remove(end.container_id)
+                except EngineError as err:
+                    log.warning("Could not remove container %s: %s", end.container_id[:12], err)
 
     async def judge(self, engine: Engine, end: WatchEnd, info: dict[str, Any] | None) -> None:
         """Raise the exception that ends the task, or return if the container succeeded."""

@@ -47,7 +47,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
-        "triggers": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.triggers"]}],
+        "triggers": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.triggers", "remote_docker.capacity"]}],
         "operators": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.operators"]}],
         "task-decorators": [{"name": "remote_docker", "class-name": "remote_docker.decorators.remote_docker_task"}],
     }

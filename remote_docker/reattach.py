@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from remote_docker import compat
-from remote_docker.engine import Engine
+from remote_docker.engine import Engine, EngineError
+from remote_docker.placement import EngineFor
+from remote_docker.pool import DaemonPool, Member
 from remote_docker.spec import TRY_LABEL
 
 # task_state_store key: which container this task instance runs, and how far the try got with it.
@@ -20,13 +22,13 @@ STATE_KEY = "remote_docker_container"
 _RUNNING_STATES = ("running", "paused", "restarting")
 
 
-def remember(context: Any, container_id: str | None, phase: str, log: Any) -> None:
-    """Record the try's container and phase (``started`` / ``deferred`` / ``lost``)."""
+def remember(context: Any, container_id: str | None, phase: str, log: Any, daemon: str | None = None) -> None:
+    """Record the try's container, the daemon it is on and the phase (``started`` / ``deferred`` / ``lost``)."""
     store = context.get("task_state_store") if compat.TASK_STATE_STORE else None
     if store is None or not container_id:
         return
     try:
-        store.set(STATE_KEY, {"container_id": container_id, "phase": phase})
+        store.set(STATE_KEY, {"container_id": container_id, "phase": phase, "daemon": daemon})
     except Exception as err:  # the store is an aid to recovery, never a reason to fail the task
         log.warning("Could not record the container in task_state_store: %s", err)
 
@@ -41,6 +43,27 @@ def recall(context: Any, log: Any) -> dict | None:
         log.warning("Could not read task_state_store: %s", err)
         return None
     return record if isinstance(record, dict) else None
+
+
+async def find_running_in(pool: DaemonPool, engine_for: EngineFor, labels: dict[str, str], record: dict | None,
+                          stop_timeout: int, log: Any) -> tuple[Member, str] | None:
+    """``find_running`` on every daemon of the pool: exactly one container of the task, wherever it is. A
+    daemon that does not answer is passed over (with a warning), unless the try's record puts its
+    container there: then the try fails rather than start a second one elsewhere."""
+    recorded = (record or {}).get("daemon")
+    for member in pool.members:
+        try:
+            async with engine_for(member) as engine:
+                found = await find_running(engine, labels, record, stop_timeout, log)
+        except EngineError as err:
+            if not err.unreachable or pool.single or recorded == member.name:
+                raise
+            log.warning("Could not look for an earlier try's container on %s (%s); going on without it",
+                        member.describe(), err)
+            continue
+        if found:
+            return member, found
+    return None
 
 
 async def find_running(engine: Engine, labels: dict[str, str], record: dict | None, stop_timeout: int,

@@ -78,6 +78,7 @@ def trigger_kwargs(op: RemoteDockerOperator) -> dict[str, Any]:
         "poll_interval": op.poll_interval,
         "ending": op.ending_here(),
         "start": {"spec": rest, "pull": op.pull, "missing_executable": op.missing_executable,
+                  "pin": op.daemon_pin, "daemon_labels": op.daemon_labels,
                   "execution_timeout": op.execution_timeout.total_seconds() if op.execution_timeout else None},
         **templated,
     }

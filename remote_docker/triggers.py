@@ -29,8 +29,9 @@ from remote_docker.connection import DaemonConfigError
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.launch import Launch, LaunchError, start_once
+from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
 from remote_docker.logs import LogFollower, container_log, recent_lines
+from remote_docker.placement import PlacementError, admission, daemon_for_start
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
 
@@ -43,7 +44,7 @@ from remote_docker.watch import ContainerWatch
 LOG_DRAIN_FLOOR = 0.2
 LOG_DRAIN_SECONDS = 1.0
 SUPERVISOR_LINES_PER_SECOND = 2000.0
-_KWARGS = ("container_id", "remote_docker_conn_id", "hook_params", "deadline", "log_cursor", "tty", "stop_timeout",
+_KWARGS = ("container_id", "remote_docker_conn_id", "daemon", "hook_params", "deadline", "log_cursor", "tty", "stop_timeout",
            "poll_interval", "daemon_lost_timeout", "tail_lines", "not_before", "secret_env", "checkpoint_interval",
            "ending", "start", *TEMPLATED_FIELDS)
 
@@ -53,6 +54,7 @@ class ContainerTrigger(BaseTrigger):
 
     :param container_id: the started container; None when this trigger starts it (``start``).
     :param remote_docker_conn_id: daemon connection; ``hook_params`` are the operator's overrides.
+    :param daemon: the daemon of a pool connection the container is on (placed here when it starts here).
     :param deadline: absolute UNIX time after which the container is killed (``execution_timeout``).
     :param log_cursor: where an earlier watcher stopped reading (``LogFollower.handover()``).
     :param tty: whether the container has a TTY (its log stream is then not multiplexed).
@@ -76,6 +78,7 @@ class ContainerTrigger(BaseTrigger):
         container_id: str | None,
         remote_docker_conn_id: str | None,
         hook_params: dict[str, Any] | None = None,
+        daemon: str | None = None,
         deadline: float | None = None,
         log_cursor: dict | None = None,
         tty: bool = False,
@@ -93,6 +96,7 @@ class ContainerTrigger(BaseTrigger):
         super().__init__()
         self.container_id = container_id
         self.remote_docker_conn_id = remote_docker_conn_id
+        self.daemon = daemon
         self.hook_params = dict(hook_params or {})
         self.deadline = deadline
         self.log_cursor = log_cursor
@@ -123,7 +127,7 @@ class ContainerTrigger(BaseTrigger):
         return getattr(self, "task_instance", None)
 
     def hook(self) -> RemoteDockerHook:
-        return RemoteDockerHook(self.remote_docker_conn_id, **self.hook_params)
+        return RemoteDockerHook(self.remote_docker_conn_id, daemon=self.daemon, **self.hook_params)
 
     # ------------------------------------------------------------------ run
 
@@ -131,8 +135,8 @@ class ContainerTrigger(BaseTrigger):
         follower = LogFollower.taking_over(container_log(), self.log_cursor, tty=self.tty, tail_lines=self.tail_lines)
         task_end = None
         try:
+            end = await self._start() if self.start else None
             async with self.hook().engine() as engine:
-                end = await self._start(engine) if self.start else None
                 end = end or await self._watch(engine, follower)
                 if end.succeeded and (how := self._ending_here()):
                     task_end = await ending.end_task(engine, end, how, self.task_instance, self.log)
@@ -142,8 +146,8 @@ class ContainerTrigger(BaseTrigger):
         await self._pause_before_firing(follower, resuming_on_worker=task_end is None)
         yield task_end or TriggerEvent(end.to_payload())
 
-    async def _start(self, engine: Engine) -> WatchEnd | None:
-        """Start this try's container here; a ``WatchEnd`` when that can't be done."""
+    async def _start(self) -> WatchEnd | None:
+        """Start this try's container here, placed on a daemon of the pool; a ``WatchEnd`` when that can't be done."""
         ti = self.task_instance
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
@@ -151,16 +155,28 @@ class ContainerTrigger(BaseTrigger):
             launch = Launch(image=spec.image, body=spec.create_body(labels), name=spec.container_name,
                             pull=self.start.get("pull", "missing"),
                             missing_executable=self.start.get("missing_executable", Launch.missing_executable))
-            started = await start_once(engine, launch, labels, self.log)
-        except (SpecError, LaunchError) as err:
-            return WatchEnd("error", None, message=str(err), retryable=False, daemon=engine.url)
+            hook, full = self.hook(), {}
+            pool = await hook.apool()
+            while True:  # a daemon that fills up between placement and create is left out and the next one tried
+                member = await daemon_for_start(pool, labels, hook.engine, self.log, pin=self.start.get("pin"),
+                                                wanted=self.start.get("daemon_labels"), poll_interval=self.poll_interval,
+                                                exclude=full)
+                self.daemon = member.name
+                async with hook.engine(member) as engine:
+                    try:
+                        started = await start_once(engine, launch, labels, self.log, admit=admission(member))
+                        break
+                    except NoRoom:
+                        full = {} if len(full) + 1 >= len(pool.members) else {**full, member.name: "filled up"}
+        except (SpecError, LaunchError, PlacementError) as err:
+            return WatchEnd("error", None, message=str(err), retryable=isinstance(err, PlacementError), daemon=self.daemon)
         self.container_id, self._created_here = started.container_id, started.created
         if self.container_id is None:
-            return WatchEnd("start_on_worker", None, daemon=engine.url,
+            return WatchEnd("start_on_worker", None, daemon=member.url,
                             message="a container of an earlier try of this task is still running")
         if (timeout := self.start.get("execution_timeout")) and self.deadline is None:
-            started = getattr(ti, "start_date", None)
-            self.deadline = (started.timestamp() if started else time.time()) + timeout
+            began = getattr(ti, "start_date", None)
+            self.deadline = (began.timestamp() if began else time.time()) + timeout
         return None
 
     async def _watch(self, engine: Engine, follower: LogFollower) -> WatchEnd:

@@ -80,9 +80,13 @@ def env_for(state: Path, port: int) -> dict[str, str]:
     }
 
 
-def _generate_certs(state: Path) -> None:
+def _generate_certs(state: Path, ca_from: Path | None = None) -> None:
+    """Server and client certificates under STATE/certs; with ``ca_from`` (another daemon's state) from
+    that daemon's CA, so one client certificate reaches both (a pool sharing TLS material)."""
     from remote_docker import certs
 
+    if ca_from is not None and not (state / "certs" / "ca").exists():
+        shutil.copytree(ca_from / "certs" / "ca", state / "certs" / "ca")
     certs.generate(state / "certs", sans=["localhost", "127.0.0.1", "::1", "docker"])
 
 
@@ -101,7 +105,7 @@ def _wait_ready(state: Path, proc: subprocess.Popen, port: int) -> None:
     raise SystemExit(f"dockerd did not listen on 127.0.0.1:{port} within {READY_TIMEOUT}s; see {state}/dockerd.log")
 
 
-def start(state: Path, port: int | None, live_restore: bool = False) -> dict[str, str]:
+def start(state: Path, port: int | None, live_restore: bool = False, ca_from: Path | None = None) -> dict[str, str]:
     dockerd = shutil.which("dockerd")
     if not dockerd:
         raise SystemExit("dockerd is not installed; run `apt-get install -y docker.io` (Debian) first")
@@ -110,7 +114,7 @@ def start(state: Path, port: int | None, live_restore: bool = False) -> dict[str
     if pidfile.exists():
         stop(state)
     port = port or free_port()
-    _generate_certs(state)
+    _generate_certs(state, ca_from)
     server = state / "certs" / "server"
     args = [
         dockerd,

@@ -66,6 +66,50 @@ def daemon() -> Iterator[Daemon]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+@dataclass
+class Pool:
+    """Three TLS daemons on loopback sharing one CA, so one client certificate reaches all of them."""
+
+    daemons: list[Daemon]
+
+    def extras(self) -> dict:
+        return self.daemons[0].extras()
+
+    def connection_json(self, **member_settings: dict) -> str:
+        """A pool connection: ``extra.daemons`` named d0, d1, d2; ``member_settings``: per name, e.g.
+        ``d0={"max_containers": 2}``; without any, a comma-separated host list."""
+        if not member_settings:
+            return json.dumps({"conn_type": "remote_docker", "host": ",".join(d.url for d in self.daemons),
+                               "extra": self.extras()})
+        daemons = [{"url": d.url, "name": f"d{i}", **member_settings.get(f"d{i}", {})} for i, d in enumerate(self.daemons)]
+        return json.dumps({"conn_type": "remote_docker", "host": "", "extra": {**self.extras(), "daemons": daemons}})
+
+    def stop(self, index: int) -> None:
+        tls_dockerd.stop(self.daemons[index].state)
+
+    def start(self, index: int) -> None:
+        tls_dockerd.start(self.daemons[index].state, self.daemons[index].port)
+
+
+@pytest.fixture(scope="session")
+def pool(daemon: Daemon) -> Iterator[Pool]:
+    """The session's daemon and two more, each with its own port, data and certificates from the same CA."""
+    more: list[Daemon] = []
+    try:
+        for _ in range(2):
+            state = Path(tempfile.mkdtemp(prefix="rd-pool-"))
+            environment = tls_dockerd.start(state, None, ca_from=daemon.state)
+            more.append(Daemon(state=state, port=int(environment["DOCKER_HOST"].rsplit(":", 1)[1])))
+            client = more[-1].client()
+            images.build(client, python=False)
+            client.close()
+        yield Pool([daemon, *more])
+    finally:
+        for extra in more:
+            tls_dockerd.stop(extra.state)
+            shutil.rmtree(extra.state, ignore_errors=True)
+
+
 @pytest.fixture
 def docker_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
     client = daemon.client()
@@ -77,7 +121,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by what it needs, so `-m "not airflow"` or `-m "not slow"` gives a quick loop."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
-        if used & {"daemon", "docker_client", "registry", "airflow_env", "services"}:
+        if used & {"daemon", "docker_client", "registry", "airflow_env", "services", "pool"}:
             item.add_marker(pytest.mark.daemon)
         if used & {"airflow_env", "services"}:
             item.add_marker(pytest.mark.airflow)

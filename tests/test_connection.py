@@ -194,7 +194,7 @@ def test_ui_prefixed_extras() -> None:
 def test_hook_refuses_an_unknown_override() -> None:
     from remote_docker.hook import RemoteDockerHook
 
-    with pytest.raises(TypeError, match=r"^RemoteDockerHook got unknown argument\(s\) tls_cacert; it takes docker_url, tls_ca_cert, "):
+    with pytest.raises(TypeError, match=r"^RemoteDockerHook got unknown argument\(s\) tls_cacert; it takes daemon, docker_url, tls_ca_cert, "):
         RemoteDockerHook("x", tls_cacert="/ca.pem")
 
 

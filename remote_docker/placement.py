@@ -1,0 +1,222 @@
+"""Which daemon of a pool a task's container goes to.
+
+Default least busy: each candidate's containers that carry our labels and are running or
+created-but-not-started (a burst's containers count from the moment they exist), counted with one
+filtered list call per daemon and kept for ``COUNT_SECONDS``, so a burst of tasks placed together
+costs each daemon one call per second per process. Equal loads are broken by a hash of the task and
+the daemon (rendezvous hashing), so tasks placed in the same second by separate worker processes,
+which see the same counts, spread instead of piling onto one daemon. ``max_containers`` is a hard
+limit: a daemon at it is skipped, and ``over_capacity`` catches the burst that filled it between a
+count and a create (the youngest containers beyond the limit give way).
+
+A daemon that does not answer within ``PROBE_SECONDS`` is skipped and remembered as down for
+``DOWN_SECONDS`` in this process; the task goes to the next best. None reachable: one line naming
+every daemon tried and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from remote_docker.clients import shared_async_client
+from remote_docker.engine import Engine, EngineError
+from remote_docker.launch import Launch, NoRoom
+from remote_docker.pool import DaemonPool, Member
+from remote_docker.spec import TRY_LABEL
+
+EngineFor = Callable[[Member], AbstractAsyncContextManager[Engine]]  # RemoteDockerHook.engine
+
+COUNT_SECONDS = 1.0
+PROBE_SECONDS = 2.0
+DOWN_SECONDS = 30.0
+# ours and occupying a slot: running, or made and about to run
+_OCCUPYING = ("created", "running", "restarting", "paused")
+
+
+class PlacementError(Exception):
+    """No daemon of the pool can take the container; the message names each one and why."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a container goes, or why it must wait: ``member`` None means every candidate is full."""
+
+    member: Member | None
+    loads: dict[str, int] = field(default_factory=dict)  # daemon name -> containers counted
+    skipped: dict[str, str] = field(default_factory=dict)  # daemon name -> why it was passed over
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{name} {count}" for name, count in self.loads.items())
+        passed = "; ".join(f"{name}: {why}" for name, why in self.skipped.items())
+        return f"containers per daemon: {counts or 'none counted'}" + (f"; skipped {passed}" if passed else "")
+
+
+@dataclass
+class _Health:
+    """What this process knows of each daemon (by URL): recent counts, and which are down."""
+
+    counts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    down_until: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+
+_health = _Health()
+
+
+def forget() -> None:
+    """Drop what this process remembers of every daemon (tests, and a daemon known to be back)."""
+    _health.counts.clear()
+    _health.down_until.clear()
+
+
+def note_down(member: Member, reason: str) -> None:
+    _health.down_until[member.url] = (time.monotonic() + DOWN_SECONDS, reason)
+    _health.counts.pop(member.url, None)
+
+
+async def occupying(engine: Engine, bound: float | None = None) -> list[dict[str, Any]]:
+    """Containers of ours on this daemon that hold a slot (running or created), oldest first."""
+    return await engine.find({TRY_LABEL: None}, _OCCUPYING, bound=bound)
+
+
+async def _load(member: Member) -> int | str:
+    """The member's count of ours, or why it can't be had (unreachable, down, refused)."""
+    now = time.monotonic()
+    down = _health.down_until.get(member.url)
+    if down and down[0] > now:
+        return f"down ({down[1]}; not asked again for {down[0] - now:.0f}s)"
+    cached = _health.counts.get(member.url)
+    if cached and now - cached[0] < COUNT_SECONDS:
+        return cached[1]
+    try:
+        async with shared_async_client(member.config) as client:
+            count = len(await occupying(Engine(client, member.config), bound=PROBE_SECONDS))
+    except EngineError as err:
+        reason = f"no answer within {PROBE_SECONDS:g}s" if "no answer within" in str(err) else str(err)
+        note_down(member, reason)
+        return reason
+    _health.counts[member.url] = (time.monotonic(), count)
+    return count
+
+
+def _affinity(task_key: str, member: Member) -> str:
+    return hashlib.sha256(f"{task_key}\0{member.name}".encode()).hexdigest()
+
+
+async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
+                labels: Mapping[str, str] | None = None, exclude: Mapping[str, str] | None = None) -> Placement:
+    """The daemon for the task ``task_key`` (its labels joined), or a Placement with no member when every
+    candidate is full. ``exclude``: daemons that just failed this task (name -> why). Raises
+    ``PlacementError`` when none answers, ``DaemonConfigError`` for a bad pin or labels."""
+    exclude = dict(exclude or {})
+    candidates = [m for m in pool.matching(pin, labels) if m.name not in exclude]
+    if not candidates:
+        tried = "; ".join(f"{pool.member(name).describe()}: {why}" for name, why in exclude.items())
+        raise PlacementError(f"no daemon of {pool.source} could take the container ({tried})")
+    if len(candidates) == 1 and candidates[0].max_containers is None and not exclude:
+        return Placement(candidates[0])  # nothing to weigh: no call at all
+    results = await asyncio.gather(*(_load(m) for m in candidates))
+    loads = {m.name: r for m, r in zip(candidates, results, strict=True) if isinstance(r, int)}
+    skipped = {m.name: r for m, r in zip(candidates, results, strict=True) if isinstance(r, str)}
+    if not loads:
+        skipped.update(exclude)
+        tried = "; ".join(f"{pool.member(name).describe()}: {why}" for name, why in skipped.items())
+        raise PlacementError(f"no daemon of {pool.source} is reachable ({tried}); check that they run and "
+                             "accept our certificate (remote-docker doctor)")
+    room = [m for m in candidates if m.name in loads and (m.max_containers is None or loads[m.name] < m.max_containers)]
+    full = {m.name: f"full ({loads[m.name]}/{m.max_containers})" for m in candidates if m.name in loads and m not in room}
+    if not room:
+        return Placement(None, loads, {**skipped, **full})
+    least = min(loads[m.name] for m in room)
+    tied = [m for m in room if loads[m.name] == least]
+    chosen = max(tied, key=lambda m: _affinity(task_key, m))
+    return Placement(chosen, loads, {**skipped, **full})
+
+
+async def over_capacity(engine: Engine, member: Member, container_id: str) -> bool:
+    """After creating ``container_id`` on a member with ``max_containers``: is it beyond the limit? Every
+    racer sees the same order (creation time, then id), so exactly the youngest beyond it give way."""
+    if member.max_containers is None:
+        return False
+    ordered = await occupying(engine)
+    rank = next((i for i, c in enumerate(ordered) if c["Id"] == container_id), None)
+    over = rank is not None and rank >= member.max_containers
+    if over:
+        _health.counts[member.url] = (time.monotonic(), len(ordered))
+    return over
+
+
+async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, str], engine_for: EngineFor, log: Any,
+                       *, pin: str | None = None, wanted: Mapping[str, str] | None = None) -> tuple[Member, str] | Placement:
+    """Place the container and start it there: ``(member, container id)``, or the full ``Placement`` when
+    every candidate is at its limit (the caller waits, without a worker slot). A daemon that fails for
+    want of an answer, or fills up meanwhile, is left out and the next best tried."""
+    failed: dict[str, str] = {}
+    while True:
+        if failed and all(m.name in failed for m in pool.matching(pin, wanted)) \
+                and any(why.startswith("full") for why in failed.values()):
+            return Placement(None, {}, failed)  # the rest failed, and at least one is merely full: wait
+        placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=failed)
+        member = placement.member
+        if member is None:
+            return placement
+        if not pool.single:
+            log.info("Placing the container on %s (%s)", member.describe(), placement.describe())
+        try:
+            async with engine_for(member) as engine:
+                return member, await launch.start(engine, log, admit=admission(member))
+        except EngineError as err:
+            if not err.unreachable or pool.single:
+                raise
+            note_down(member, str(err))
+            failed[member.name] = str(err)
+            log.warning("Daemon %s failed the start (%s); trying the next one", member.describe(), err)
+        except NoRoom:
+            failed[member.name] = f"full ({member.max_containers}/{member.max_containers})"
+            log.info("Daemon %s filled up meanwhile; trying the next one", member.describe())
+
+
+async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_for: EngineFor, log: Any, *,
+                           pin: str | None, wanted: Mapping[str, str] | None, poll_interval: float,
+                           exclude: Mapping[str, str] | None = None) -> Member:
+    """For a start in the triggerer: the daemon that holds this try's container already (an earlier run of
+    the trigger made it), else the placed one, waiting for room as long as it takes (no worker waits)."""
+    if pool.single:
+        return pool.members[0]
+    if not exclude:
+        for member in pool.matching(pin, wanted):
+            try:
+                async with engine_for(member) as engine:
+                    if await engine.find(labels):
+                        return member
+            except EngineError as err:
+                if not err.unreachable:
+                    raise
+    while True:
+        placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=exclude)
+        if placement.member is not None:
+            log.info("Placing the container on %s (%s)", placement.member.describe(), placement.describe())
+            return placement.member
+        log.info("Every daemon this task may use is full (%s); waiting for room.", placement.describe())
+        await asyncio.sleep(poll_interval)
+
+
+def admission(member: Member) -> Callable[[Engine, str], Awaitable[bool]] | None:
+    """``Launch.start``'s admit check for a member with ``max_containers`` (see ``over_capacity``)."""
+    return (lambda engine, cid: _admitted(engine, member, cid)) if member.max_containers else None
+
+
+async def _admitted(engine: Engine, member: Member, container_id: str) -> bool:
+    return not await over_capacity(engine, member, container_id)
+
+
+def task_key(labels: Mapping[str, str]) -> str:
+    """One task instance's try as a string (what placement hashes)."""
+    return "\0".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+

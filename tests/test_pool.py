@@ -1,0 +1,347 @@
+"""Several daemons behind one connection: how a connection names them (every bad input one line),
+placement (least busy, burst spread, max_containers, pins, labels, daemons that don't answer), and the
+operator on a pool of three real TLS daemons under `airflow dags test`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from conftest import AirflowEnv, Daemon, Pool, closed_port, containers_of, run_cli
+
+from remote_docker import certs, placement
+from remote_docker.connection import DaemonConfigError
+from remote_docker.hook import RemoteDockerHook
+from remote_docker.launch import Launch
+from remote_docker.pool import build_pool
+from remote_docker.spec import TRY_LABEL, ContainerSpec, task_labels
+
+# --------------------------------------------------------------------------- naming the daemons (no daemon)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("pool-certs")
+    certs.generate(out, sans=["127.0.0.1", "localhost"])
+    return {"ca_cert": str(out / "client" / "ca.pem"), "client_cert": str(out / "client" / "cert.pem"),
+            "client_key": str(out / "client" / "key.pem")}
+
+
+def test_a_host_list_is_a_pool_sharing_the_connections_tls(tls_files) -> None:
+    pool = build_pool(host="tcp://127.0.0.1:2376, tcp://127.0.0.1:2377,localhost", port=None, extras=tls_files, source="c")
+    assert [m.name for m in pool.members] == ["127.0.0.1:2376", "127.0.0.1:2377", "localhost:2376"]
+    assert {m.config.tls.cert_pem for m in pool.members} == {pool.members[0].config.tls.cert_pem}
+    assert pool.member("127.0.0.1:2377") is pool.members[1] and pool.member("https://localhost:2376") is pool.members[2]
+
+
+def test_extra_daemons_carry_names_labels_limits_and_their_own_tls(tls_files, tmp_path: Path) -> None:
+    certs.generate(tmp_path, sans=["127.0.0.1"])  # another CA: this member brings its own material
+    other = tmp_path / "client"
+    pool = build_pool(host="", port=None, source="c", extras={**tls_files, "daemons": [
+        {"url": "tcp://127.0.0.1:2376", "name": "big", "max_containers": 10},
+        {"url": "tcp://127.0.0.1:2377", "labels": {"gpu": "true"}, "ca_cert": str(other / "ca.pem"),
+         "client_cert": str(other / "cert.pem"), "client_key": str(other / "key.pem")}]})
+    big, gpu = pool.members
+    assert (big.name, big.max_containers, dict(big.labels)) == ("big", 10, {})
+    assert (gpu.name, gpu.max_containers, dict(gpu.labels)) == ("127.0.0.1:2377", None, {"gpu": "true"})
+    assert gpu.config.tls.cert_pem != big.config.tls.cert_pem
+    assert pool.matching(labels={"gpu": "true"}) == [gpu] and pool.matching(pin="big") == [big]
+
+
+@pytest.mark.parametrize(("extras", "host", "message"), [
+    ({"daemons": "tcp://a:2376"}, "", r"extra daemons must be a list of \{\"url\": \.\.\.\} objects"),
+    ({"daemons": []}, "", r"extra daemons must be a list"),
+    ({"daemons": [{"name": "x"}]}, "", r"connection 'c' needs a url, e\.g\. \{\"url\": \"tcp://docker2:2376\"\}"),
+    ({"daemons": [{"url": "tcp://a:1", "weight": 2}]}, "", r"has unknown key weight; allowed: ca_cert, "),
+    ({"daemons": [{"url": "tcp://a:1", "labels": ["gpu"]}]}, "", r"labels must be an object like \{\"gpu\": \"true\"\}"),
+    ({"daemons": [{"url": "tcp://a:1", "max_containers": 0}]}, "", r"max_containers is 0; give a whole number of 1 or more"),
+    ({"daemons": [{"url": "tcp://a:1", "max_containers": "ten"}]}, "", r"max_containers is 'ten'"),
+    ({"daemons": [{"url": "tcp://a:1", "max_containers": True}]}, "", r"max_containers is True"),
+    ({"daemons": [{"url": "tcp://a:1", "name": "x"}, {"url": "tcp://b:1", "name": "x"}]}, "", r"names daemon x twice"),
+    ({"daemons": [{"url": "tcp://a:1"}]}, "tcp://a:1,tcp://b:1", r"names daemons both in host and in extra\.daemons"),
+    ({"daemons": [{"url": "tcp://a:1"}, {"url": "ftp://b:1"}]}, "", r"connection 'c' daemon ftp://b:1 has URL scheme 'ftp'"),
+])
+def test_every_bad_pool_setting_is_one_line_naming_it(tls_files, extras: dict, host: str, message: str) -> None:
+    with pytest.raises(DaemonConfigError, match=message) as caught:
+        build_pool(host=host, port=None, extras={**tls_files, **extras}, source="connection 'c'")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_pin_or_labels_no_daemon_has_name_the_choices(tls_files) -> None:
+    pool = build_pool(host="", port=None, source="connection 'c'", extras={**tls_files, "daemons": [
+        {"url": "tcp://a:1", "name": "d0"}, {"url": "tcp://b:1", "name": "d1", "labels": {"gpu": "true"}}]})
+    with pytest.raises(DaemonConfigError, match=r"^connection 'c' has no daemon 'd9'; its daemons are d0, d1$"):
+        pool.matching(pin="d9")
+    with pytest.raises(DaemonConfigError, match=r"no daemon of connection 'c' carries daemon_labels \{'gpu': 'false'\} "
+                                                r"\(d0: no labels; d1: \{'gpu': 'true'\}\)"):
+        pool.matching(labels={"gpu": "false"})
+
+
+def test_a_hook_on_a_pool_must_be_told_which_daemon(tls_files) -> None:
+    hook = RemoteDockerHook(None)
+    hook.__dict__["pool"] = build_pool(host="tcp://a:1,tcp://b:1", port=None, extras=tls_files, source="connection 'c'")
+    with pytest.raises(DaemonConfigError, match=r"connection 'c' names 2 daemons \(a:1, b:1\); say which one with daemon="):
+        _ = hook.config
+    hook.daemon = "b:1"
+    assert hook.config.url == "https://b:1"
+
+
+# --------------------------------------------------------------------------- placement on real daemons
+
+
+def labels_for(task: str, try_number: int = 1) -> dict[str, str]:
+    return task_labels("placement_test", task, f"run-{time.time_ns()}", -1, try_number)
+
+
+def pool_of(pool_daemons: Pool, **settings: dict):
+    extra = json.loads(pool_daemons.connection_json(**settings))
+    return build_pool(host=extra["host"], port=None, extras=extra["extra"], source="connection 'test_pool'")
+
+
+def occupy(daemon: Daemon, count: int, state: str = "running") -> list[str]:
+    """Containers of ours that hold a slot on ``daemon`` (running, or created and never started)."""
+    client = daemon.client()
+    ids = []
+    for i in range(count):
+        body = {"Image": "rd-test/busybox:latest", "Cmd": ["sleep", "300"], "HostConfig": {"NetworkMode": "none"},
+                "Labels": labels_for(f"occupant{i}")}
+        ids.append(client.api.create_container_from_config(body)["Id"])
+        if state == "running":
+            client.api.start(ids[-1])
+    client.close()
+    return ids
+
+
+def clear(daemon: Daemon, ids: list[str]) -> None:
+    client = daemon.client()
+    for container_id in ids:
+        client.api.remove_container(container_id, force=True)
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_placement_memory():
+    placement.forget()
+    yield
+    placement.forget()
+
+
+def test_least_busy_wins_and_created_containers_count(pool: Pool) -> None:
+    members = pool_of(pool)
+    busy = occupy(pool.daemons[0], 2) + occupy(pool.daemons[1], 1, state="created")
+    try:
+        chosen = asyncio.run(placement.place(members, placement.task_key(labels_for("t"))))
+        assert chosen.member is members.members[2], chosen.describe()
+        assert chosen.loads == {m.name: n for m, n in zip(members.members, (2, 1, 0), strict=True)}
+    finally:
+        clear(pool.daemons[0], busy[:2])
+        clear(pool.daemons[1], busy[2:])
+
+
+def test_a_burst_placed_in_the_same_second_spreads(pool: Pool) -> None:
+    """Tasks placed together see the same counts (cached for a second): the hash of each task breaks the tie."""
+    members = pool_of(pool)
+
+    async def burst() -> list[str]:
+        return [(await placement.place(members, placement.task_key(labels_for(f"b{i}")))).member.name for i in range(60)]
+
+    landed = asyncio.run(burst())
+    per_daemon = {name: landed.count(name) for name in {m.name for m in members.members}}
+    assert all(count >= 10 for count in per_daemon.values()), per_daemon
+
+
+def test_max_containers_is_a_hard_limit_and_a_full_pool_says_so(pool: Pool) -> None:
+    members = pool_of(pool, d0={"max_containers": 1}, d1={"max_containers": 1}, d2={"max_containers": 1})
+    busy = [occupy(d, 1) for d in pool.daemons[:2]]
+    try:
+        chosen = asyncio.run(placement.place(members, placement.task_key(labels_for("t"))))
+        assert chosen.member.name == "d2"
+        placement.forget()
+        busy.append(occupy(pool.daemons[2], 1))
+        waiting = asyncio.run(placement.place(members, placement.task_key(labels_for("t"))))
+        assert waiting.member is None and waiting.skipped == {f"d{i}": "full (1/1)" for i in range(3)}
+    finally:
+        for daemon, ids in zip(pool.daemons, busy, strict=False):
+            clear(daemon, ids)
+
+
+def test_the_youngest_container_beyond_the_limit_gives_way(pool: Pool) -> None:
+    """Two placements that saw room at once both create: the later one (by creation time) steps back."""
+    members = pool_of(pool, d0={"max_containers": 2})
+    first = occupy(pool.daemons[0], 2, state="created")
+    late = occupy(pool.daemons[0], 1, state="created")
+
+    async def check() -> list[bool]:
+        async with RemoteDockerHook(None).engine(members.members[0]) as engine:
+            return [await placement.over_capacity(engine, members.members[0], c) for c in first + late]
+
+    try:
+        assert asyncio.run(check()) == [False, False, True]
+    finally:
+        clear(pool.daemons[0], first + late)
+
+
+def test_a_daemon_that_does_not_answer_is_skipped_remembered_and_named(pool: Pool) -> None:
+    dead = f"tcp://127.0.0.1:{closed_port()}"
+    extra = {**pool.extras(), "daemons": [{"url": dead, "name": "dead"}, {"url": pool.daemons[1].url, "name": "alive"}]}
+    members = build_pool(host="", port=None, extras=extra, source="connection 'p'")
+    chosen = asyncio.run(placement.place(members, "t1"))
+    assert chosen.member.name == "alive" and "connection refused" in chosen.skipped["dead"]
+    again = asyncio.run(placement.place(members, "t2"))
+    assert again.skipped["dead"].startswith("down (") and "not asked again for" in again.skipped["dead"]
+    only_dead = build_pool(host="", port=None, source="connection 'p'",
+                           extras={**pool.extras(), "daemons": [{"url": dead, "name": "a"}, {"url": f"tcp://127.0.0.1:{closed_port()}", "name": "b"}]})
+    placement.forget()
+    with pytest.raises(placement.PlacementError) as caught:
+        asyncio.run(placement.place(only_dead, "t3"))
+    message = str(caught.value)
+    assert re.match(r"^no daemon of connection 'p' is reachable \(a \(https://127\.0\.0\.1:\d+\): .*connection refused.*; "
+                    r"b \(https://127\.0\.0\.1:\d+\): .*connection refused.*\); check that they run", message), message
+    assert "\n" not in message
+
+
+def test_start_placed_goes_to_the_next_daemon_when_one_fails(pool: Pool) -> None:
+    dead = f"tcp://127.0.0.1:{closed_port()}"
+    extra = {**pool.extras(), "daemons": [{"url": dead, "name": "dead"}, {"url": pool.daemons[2].url, "name": "d2"}]}
+    members = build_pool(host="", port=None, extras=extra, source="connection 'p'")
+    labels = labels_for("failover")
+    spec = ContainerSpec(image="rd-test/busybox:latest", command=["true"], network_mode="none")
+    launch = Launch(image=spec.image, body=spec.create_body(labels))
+    hook = RemoteDockerHook(None)
+    messages: list[str] = []
+
+    class Log:
+        def info(self, msg, *args):
+            messages.append(msg % args)
+
+        warning = info
+
+    member, container_id = asyncio.run(placement.start_placed(members, launch, labels, hook.engine, Log()))
+    try:
+        assert member.name == "d2" and any("Placing the container on d2" in m for m in messages), messages
+    finally:
+        clear(pool.daemons[2], [container_id])
+
+
+# --------------------------------------------------------------------------- the operator on a pool
+
+
+@pytest.fixture(scope="module")
+def pool_run(airflow_env: AirflowEnv, pool: Pool):
+    connection = pool.connection_json(d1={"labels": {"gpu": "true"}})
+    return airflow_env.dags_test("rd_pool", extra_env={"AIRFLOW_CONN_RD_POOL": connection})
+
+
+def where(pool: Pool, run, task_id: str) -> list[str]:
+    """The daemons (d0..d2) holding the task's container."""
+    found = []
+    for i, daemon in enumerate(pool.daemons):
+        client = daemon.client()
+        if containers_of(client, "rd_pool", run.run_id, task_id):
+            found.append(f"d{i}")
+        client.close()
+    return found
+
+
+def test_tasks_spread_over_the_pool_each_exactly_once(pool: Pool, pool_run) -> None:
+    homes = [where(pool, pool_run, f"spread{i}") for i in range(9)]
+    assert all(len(home) == 1 for home in homes), homes
+    assert len({home[0] for home in homes}) >= 2, homes
+    for i in range(9):
+        task = pool_run[f"spread{i}"]
+        assert task.state == "success" and task.xcom == f"spread-{i}"
+        assert re.search(r"Placing the container on d\d \(https://127\.0\.0\.1:\d+\) \(containers per daemon: d0 \d+, "
+                         r"d1 \d+, d2 \d+\)", task.text()), task.text()[-2000:]
+
+
+def test_a_pinned_task_and_a_labelled_task_go_where_they_are_told(pool: Pool, pool_run) -> None:
+    assert where(pool, pool_run, "pinned") == ["d2"] and pool_run["pinned"].state == "success"
+    assert where(pool, pool_run, "by_label") == ["d1"] and pool_run["by_label"].xcom == "on-a-gpu-daemon"
+    assert pool_run["no_such_label"].state == "failed"
+    assert "no daemon of connection 'rd_pool' carries daemon_labels {'gpu': 'false'}" in pool_run["no_such_label"].text()
+
+
+def test_a_deferred_task_is_followed_on_the_daemon_it_landed_on(pool: Pool, pool_run) -> None:
+    task = pool_run["deferred"]
+    assert task.state == "success" and task.xcom == "deferred-on-a-pool"
+    assert "[DAG TEST] running trigger in line" in task.text() and task.stdout() == ["deferred-on-a-pool"]
+    assert len(where(pool, pool_run, "deferred")) == 1
+
+
+def test_a_full_pool_waits_deferred_and_starts_when_room_frees(airflow_env: AirflowEnv, pool: Pool) -> None:
+    connection = pool.connection_json(**{f"d{i}": {"max_containers": 1} for i in range(3)})
+    client = pool.daemons[0].client()
+    blockers = []
+    for daemon in pool.daemons:  # one container of ours on each, ending in 20 s (after `dags test` has started)
+        c = daemon.client()
+        body = {"Image": "rd-test/busybox:latest", "Cmd": ["sleep", "20"], "HostConfig": {"NetworkMode": "none"},
+                "Labels": labels_for("blocker")}
+        blockers.append((daemon, c.api.create_container_from_config(body)["Id"]))
+        c.api.start(blockers[-1][1])
+        c.close()
+    client.close()
+    try:
+        run = airflow_env.dags_test("rd_pool_full", extra_env={"AIRFLOW_CONN_RD_POOL_FULL": connection})
+        task = run["waits"]
+        assert task.state == "success" and task.xcom == "got-room", task.text()[-3000:]
+        assert "Every daemon this task may use is full (containers per daemon: d0 1, d1 1, d2 1" in task.text()
+        assert "[DAG TEST] running trigger in line" in task.text()
+        waited = re.search(r"Daemon d\d \(https://127\.0\.0\.1:\d+\) has room after (\d+)s", task.text())
+        assert waited and int(waited.group(1)) >= 1, task.text()[-3000:]  # it started only once a blocker ended
+    finally:
+        for daemon, container_id in blockers:
+            clear(daemon, [container_id])
+
+
+def test_dead_daemons_are_passed_over_and_none_reachable_is_one_line(airflow_env: AirflowEnv, pool: Pool) -> None:
+    dead = f"tcp://127.0.0.1:{closed_port()}"
+    down = json.dumps({"conn_type": "remote_docker", "host": "", "extra": {
+        **pool.extras(), "daemons": [{"url": dead, "name": "gone"}, {"url": pool.daemons[1].url, "name": "d1"}]}})
+    dead_only = json.dumps({"conn_type": "remote_docker", "host": f"{dead},tcp://127.0.0.1:{closed_port()}",
+                            "extra": pool.extras()})
+    run = airflow_env.dags_test("rd_pool_down", extra_env={"AIRFLOW_CONN_RD_POOL_DOWN": down,
+                                                            "AIRFLOW_CONN_RD_POOL_DEAD": dead_only})
+    assert run["skips_the_dead"].state == "success" and run["skips_the_dead"].xcom == "placed-past-a-dead-daemon"
+    assert run["none_reachable"].state == "failed"
+    assert re.search(r"no daemon of connection 'rd_pool_dead' is reachable \(127\.0\.0\.1:\d+: .*connection refused",
+                     run["none_reachable"].text()), run["none_reachable"].text()[-2000:]
+
+
+def test_doctor_checks_every_daemon_of_a_pool(pool: Pool) -> None:
+    env = {"AIRFLOW_CONN_RD_DOCTOR_POOL": pool.connection_json()}
+    done = run_cli("doctor", "--conn-id", "rd_doctor_pool", env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(": ok: https://127.0.0.1:" in line for line in lines[:3]), lines
+    assert lines[3] == "connection 'rd_doctor_pool': 3 of 3 daemons answer"
+    dead = json.dumps({"conn_type": "remote_docker", "host": f"{pool.daemons[0].url},tcp://127.0.0.1:{closed_port()}",
+                       "extra": pool.extras()})
+    done = run_cli("doctor", "--conn-id", "rd_doctor_dead", env={"AIRFLOW_CONN_RD_DOCTOR_DEAD": dead})
+    assert done.returncode == 2
+    failed = [line for line in done.stdout.splitlines() if ": FAILED: " in line]
+    assert len(failed) == 1 and "connection refused" in failed[0], done.stdout
+    assert done.stdout.strip().endswith("1 of 2 daemons answer")
+
+
+def test_occupying_counts_only_our_containers(pool: Pool) -> None:
+    client = pool.daemons[2].client()
+    foreign = client.api.create_container_from_config({"Image": "rd-test/busybox:latest", "Cmd": ["sleep", "30"],
+                                                       "HostConfig": {"NetworkMode": "none"}})["Id"]
+    client.api.start(foreign)
+    ours = occupy(pool.daemons[2], 1)
+
+    async def count() -> list[dict]:
+        async with RemoteDockerHook(None, **pool.daemons[2].hook_params()).engine() as engine:
+            return await placement.occupying(engine)
+
+    try:
+        found = asyncio.run(count())
+        assert [c["Id"] for c in found] == ours and all(TRY_LABEL in c["Labels"] for c in found)
+    finally:
+        client.api.remove_container(foreign, force=True)
+        client.close()
+        clear(pool.daemons[2], ours)
