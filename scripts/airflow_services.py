@@ -27,6 +27,7 @@ COMPONENTS = {
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
+EXTRA_COMPONENTS = {"triggerer-2": COMPONENTS["triggerer"]}  # a second triggerer, for HA
 
 
 _T = TypeVar("_T")
@@ -65,6 +66,7 @@ class AirflowServices:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    database_url: str | None = None  # SQLAlchemy URL (PostgreSQL for HA); None: SQLite in the home
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -91,6 +93,7 @@ class AirflowServices:
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
             "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": self.connection_json,
+            **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url} if self.database_url else {}),
             **self.extra_env,
         }
 
@@ -109,7 +112,7 @@ class AirflowServices:
         self._wait_api()
 
     def start_component(self, name: str) -> None:
-        args = [a.replace("{port}", str(self.port)) for a in COMPONENTS[name]]
+        args = [a.replace("{port}", str(self.port)) for a in {**COMPONENTS, **EXTRA_COMPONENTS}[name]]
         log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
         self.procs[name] = subprocess.Popen([str(self.airflow), *args], stdout=log, stderr=subprocess.STDOUT,
                                             env=self.env, start_new_session=True)
@@ -175,10 +178,22 @@ class AirflowServices:
         run = self.rest("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows from the metadata database, SQLite or PostgreSQL (``?`` placeholders either way)."""
+        if not self.database_url:
+            with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
+                return db.execute(sql, params).fetchall()
+        import psycopg2
+        from sqlalchemy.engine import make_url
+
+        where = make_url(self.database_url)
+        with psycopg2.connect(host=where.host, port=where.port, user=where.username, dbname=where.database) as db, \
+                db.cursor() as cursor:
+            cursor.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall()
+
     def states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
-            return dict(db.execute("select task_id, state from task_instance where dag_id=? and run_id=?",
-                                   (dag_id, run_id)).fetchall())
+        return dict(self.query("select task_id, state from task_instance where dag_id=? and run_id=?", (dag_id, run_id)))
 
     def ti(self, dag_id: str, run_id: str, task_id: str) -> dict:
         return self.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")

@@ -110,6 +110,20 @@ def pool(daemon: Daemon) -> Iterator[Pool]:
             shutil.rmtree(extra.state, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of its own (Debian's, in a temp dir, on 127.0.0.1): the metadata DB production runs."""
+    import postgres as harness
+
+    state = Path(tempfile.mkdtemp(prefix="rd-pg-"))
+    try:
+        yield harness.start(state)
+    except SystemExit as err:
+        pytest.fail(f"could not start PostgreSQL: {err}")
+    finally:
+        harness.remove(state)
+
+
 @pytest.fixture
 def docker_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
     client = daemon.client()
@@ -125,16 +139,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.daemon)
         if used & {"airflow_env", "services"}:
             item.add_marker(pytest.mark.airflow)
+        if used & {"postgres"}:
+            item.add_marker(pytest.mark.slow)
         if "services" in used:
             item.add_marker(pytest.mark.slow)  # a real scheduler, dag-processor, api-server and triggerer
 
 
 @contextmanager
 def running_services(daemon: Daemon, home: Path, dags: Path, *, parallelism: int = 1,
-                     extra_env: dict[str, str] | None = None) -> Iterator[AirflowServices]:
-    """Real api-server, scheduler, dag-processor and triggerer (LocalExecutor) against ``daemon``."""
+                     extra_env: dict[str, str] | None = None, database_url: str | None = None) -> Iterator[AirflowServices]:
+    """Real api-server, scheduler, dag-processor and triggerer (LocalExecutor) against ``daemon``; on
+    PostgreSQL at ``database_url`` (see ``postgres``), else SQLite."""
     found = AirflowServices(airflow=VENV_BIN / "airflow", home=home, dags=dags, connection_json=daemon.connection_json(),
-                            parallelism=parallelism, extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, **(extra_env or {})})
+                            parallelism=parallelism, database_url=database_url,
+                            extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, **(extra_env or {})})
     try:
         found.start()
         yield found

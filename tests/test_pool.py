@@ -345,3 +345,51 @@ def test_occupying_counts_only_our_containers(pool: Pool) -> None:
         client.api.remove_container(foreign, force=True)
         client.close()
         clear(pool.daemons[2], ours)
+
+
+# --------------------------------------------------------------------------- routing by DAG (cluster policy)
+
+
+def test_a_routing_file_routes_tasks_through_airflows_cluster_policy(airflow_env: AirflowEnv, pool: Pool,
+                                                                     tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - dag_id: 'rd_pool_rout*'\n    daemon: d2\n  - dag_id: '*'\n    daemon: d1\n")
+    (tmp_path / "airflow_local_settings.py").write_text(
+        f"from remote_docker.routing import task_policy_from\ntask_policy = task_policy_from({str(routes)!r})\n")
+    run = airflow_env.dags_test("rd_pool_routed", extra_env={
+        "AIRFLOW_CONN_RD_POOL": pool.connection_json(), "PYTHONPATH": f"{tmp_path}:{airflow_env.env['PYTHONPATH']}"})
+    assert where(pool, run, "routed_by_file") == ["d2"] and run["routed_by_file"].xcom == "routed"
+    assert where(pool, run, "told_by_the_dag") == ["d0"], "what the DAG says wins over the file"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("routes: [", r"routes\.yaml is not valid YAML at line 1; fix its syntax"),
+    ("rules: []", r"needs a top-level 'routes:' list"),
+    ("routes:\n  - dag_id: a\n", r"route 1 needs exactly one of daemon or daemon_labels"),
+    ("routes:\n  - {dag_id: a, daemon: x, daemon_labels: {gpu: 'true'}}\n", r"route 1 needs exactly one of"),
+    ("routes:\n  - {daemon: x}\n  - {dag: a, daemon: y}\n", r"route 2 has unknown key dag; allowed: daemon, daemon_labels, dag_id, task_id"),
+    ("routes:\n  - {daemon_labels: [gpu]}\n", r"route 1 daemon_labels must be a mapping"),
+    ("routes:\n  - {dag_id: 7, daemon: x}\n", r"route 1 dag_id must be a text pattern"),
+    ("routes:\n  - just-a-string\n", r"route 1 is 'just-a-string'; give a mapping"),
+])
+def test_every_bad_routing_file_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    from remote_docker.routing import RoutingError, load_routes
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    with pytest.raises(RoutingError, match=message) as caught:
+        load_routes(path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(RoutingError, match=r"routing file /nonexistent\.yaml does not exist; create it or fix the path"):
+        load_routes("/nonexistent.yaml")
+
+
+def test_the_first_matching_route_wins() -> None:
+    from remote_docker.routing import Route, route_for
+
+    routes = [Route(dag_id="ml_*", task_id="train_*", daemon_labels=(("gpu", "true"),)), Route(dag_id="ml_*", daemon="cpu"),
+              Route(daemon="default")]
+    assert route_for(routes, "ml_daily", "train_model").daemon_labels == (("gpu", "true"),)
+    assert route_for(routes, "ml_daily", "report").daemon == "cpu"
+    assert route_for(routes, "etl", "load").daemon == "default"
+    assert route_for(routes[:2], "etl", "load") is None

@@ -34,3 +34,8 @@ with DAG("rd_pool_full", schedule=None, start_date=START, catchup=False):
 with DAG("rd_pool_down", schedule=None, start_date=START, catchup=False):
     sh("skips_the_dead", "echo placed-past-a-dead-daemon", remote_docker_conn_id="rd_pool_down")
     sh("none_reachable", "true", remote_docker_conn_id="rd_pool_dead")
+
+with DAG("rd_pool_routed", schedule=None, start_date=START, catchup=False):
+    # no daemon of their own: the routing file (an Airflow cluster policy) decides
+    sh("routed_by_file", "echo routed")
+    sh("told_by_the_dag", "echo pinned-here", daemon="d0")

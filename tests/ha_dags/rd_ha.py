@@ -1,0 +1,34 @@
+"""DAGs for tests/test_pool_ha.py: a pool of three daemons under two triggerers, on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import DAG
+
+from remote_docker.operators import RemoteDockerOperator
+
+IMAGE = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
+START = dt.datetime(2026, 1, 1)
+
+
+def ticking(task_id: str, seconds: int, **kwargs) -> RemoteDockerOperator:
+    """Prints line1..lineN a second apart, then done-<task>: every line must reach the task's log."""
+    script = f"i=1; while [ $i -le {seconds} ]; do echo line$i; i=$((i+1)); sleep 1; done; echo done-{task_id}"
+    return RemoteDockerOperator(task_id=task_id, image=IMAGE, network_mode="none", command=["sh", "-c", script],
+                                remote_docker_conn_id="rd_pool", defer_after=0, auto_remove="never", **kwargs)
+
+
+with DAG("rd_ha_triggerers", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
+    for i in range(12):
+        ticking(f"t{i:02d}", 25)
+
+with DAG("rd_ha_daemon_loss", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
+    for i in range(9):
+        ticking(f"long{i}", 60, retries=0)
+
+with DAG("rd_ha_new_tasks", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
+    for i in range(6):
+        RemoteDockerOperator(task_id=f"new{i}", image=IMAGE, network_mode="none", command=["echo", f"placed-{i}"],
+                             remote_docker_conn_id="rd_pool", auto_remove="never")

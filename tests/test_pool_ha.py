@@ -1,0 +1,109 @@
+"""Airflow's own HA on what production runs: PostgreSQL, two triggerers sharing the load, a pool of three
+TLS daemons on loopback. One triggerer SIGKILLed mid-run; one daemon stopped while tasks run on it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from airflow_services import AirflowServices, wait_until
+from conftest import ROOT, Daemon, Pool, containers_of, running_services
+
+from remote_docker import compat
+
+CAPACITY = 8  # per triggerer: twelve triggers can't all go to one of them
+
+
+@pytest.fixture(scope="module")
+def services(daemon: Daemon, pool: Pool, postgres: str, tmp_path_factory) -> Iterator[AirflowServices]:
+    with running_services(daemon, tmp_path_factory.mktemp("ha-home"), ROOT / "tests" / "ha_dags", parallelism=16,
+                          database_url=postgres, extra_env={
+                              "AIRFLOW_CONN_RD_POOL": pool.connection_json(),
+                              "AIRFLOW__TRIGGERER__CAPACITY": str(CAPACITY),
+                              # a dead triggerer's triggers are taken over after this many seconds without a heartbeat
+                              "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
+                          }) as found:
+        wait_until(lambda: len(triggerer_jobs(found)) == 1, 60, "the first triggerer's job row")
+        found.start_component("triggerer-2")
+        wait_until(lambda: len(triggerer_jobs(found)) == 2, 60, "the second triggerer's job row")
+        yield found
+
+
+def triggerer_jobs(services: AirflowServices) -> list[int]:
+    """Running triggerer job ids, oldest first: the first is component 'triggerer', the second 'triggerer-2'."""
+    rows = services.query("select id from job where job_type = ? and state = ? order by id", ("TriggererJob", "running"))
+    return [row[0] for row in rows]
+
+
+def assignments(services: AirflowServices, dag_id: str, run_id: str) -> dict[str, int | None]:
+    """task id -> the triggerer job running its trigger."""
+    rows = services.query("select ti.task_id, t.triggerer_id from task_instance ti join trigger t on ti.trigger_id = t.id "
+                          "where ti.dag_id = ? and ti.run_id = ?", (dag_id, run_id))
+    return dict(rows)
+
+
+def homes(pool: Pool, dag_id: str, run_id: str, task_id: str) -> list[int]:
+    """Which daemons of the pool hold a container of the task."""
+    found = []
+    for index, daemon in enumerate(pool.daemons):
+        client = daemon.client()
+        found += [index] * len(containers_of(client, dag_id, run_id, task_id))
+        client.close()
+    return found
+
+
+def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: AirflowServices, pool: Pool) -> None:
+    dag_id = "rd_ha_triggerers"
+    tasks = [f"t{i:02d}" for i in range(12)]
+    run_id = services.trigger(dag_id)
+    jobs = triggerer_jobs(services)
+    wait_until(lambda: len([j for j in assignments(services, dag_id, run_id).values() if j]) == 12, 120,
+               lambda: f"all twelve triggers assigned ({assignments(services, dag_id, run_id)})")
+    shared = assignments(services, dag_id, run_id)
+    per_triggerer = {job: list(shared.values()).count(job) for job in jobs}
+    assert all(count >= 12 - CAPACITY for count in per_triggerer.values()), per_triggerer
+    time.sleep(8)  # well into the containers' run, past their first checkpoints
+    victim = "triggerer" if per_triggerer[jobs[0]] >= per_triggerer[jobs[1]] else "triggerer-2"
+    moved = [task for task, job in shared.items() if job == jobs[0 if victim == "triggerer" else 1]]
+    services.stop_component(victim, sig=signal.SIGKILL)
+    try:
+        assert services.wait_run(dag_id, run_id, timeout=240) == "success", services.states(dag_id, run_id)
+    finally:
+        services.start_component(victim)
+    for task in tasks:
+        assert len(homes(pool, dag_id, run_id, task)) == 1, f"{task}: exactly one container, wherever it ran"
+        lines = services.task_log(dag_id, run_id, task).splitlines()
+        missing = [n for n in range(1, 26) if f"line{n}" not in lines]
+        assert not missing and f"done-{task}" in lines, f"{task} lost lines {missing}"
+    if compat.TRIGGER_XCOMS:  # the survivor resumed each moved trigger at its checkpoint and said so
+        marked = [t for t in moved if "a new triggerer resumes this log at its checkpoint" in services.task_log(dag_id, run_id, t)]
+        assert marked == moved, (moved, marked)
+    spread = {index for task in tasks for index in homes(pool, dag_id, run_id, task)}
+    assert spread == {0, 1, 2}, "the pool's three daemons all took containers"
+
+
+def test_a_stopped_daemon_fails_its_tasks_clearly_and_new_tasks_go_elsewhere(services: AirflowServices, pool: Pool) -> None:
+    dag_id = "rd_ha_daemon_loss"
+    run_id = services.trigger(dag_id)
+    tasks = [f"long{i}" for i in range(9)]
+    wait_until(lambda: all(len(homes(pool, dag_id, run_id, t)) == 1 for t in tasks), 120, "every container started")
+    on_d2 = [t for t in tasks if homes(pool, dag_id, run_id, t) == [2]]
+    assert on_d2, "a spread of nine puts some on the third daemon"
+    wait_until(lambda: list(services.states(dag_id, run_id).values()).count("deferred") == 9, 120, "all nine deferred")
+    pool.stop(2)
+    try:
+        new_run = services.trigger("rd_ha_new_tasks")
+        assert services.wait_run("rd_ha_new_tasks", new_run, timeout=180) == "success", services.states("rd_ha_new_tasks", new_run)
+        for i in range(6):
+            assert homes(pool, "rd_ha_new_tasks", new_run, f"new{i}") in ([0], [1]), f"new{i} went past the stopped daemon"
+    finally:
+        pool.start(2)
+    assert services.wait_run(dag_id, run_id, timeout=240) == "failed"
+    states = services.states(dag_id, run_id)
+    assert {t for t, s in states.items() if s == "failed"} == set(on_d2), states
+    for task in on_d2:
+        log = services.task_log(dag_id, run_id, task)
+        assert re.search(r"stopped with code \d+ while the daemon at https://127\.0\.0\.1:\d+ was unreachable", log), log[-2000:]
