@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, Result, machine, start_daemon, stop_daemon
 
-NAMES = ("p1", "p2", "p3", "p4", "p5", "short", "burst")
+NAMES = ("p1", "p2", "p3", "p4", "p5", "p6", "short", "burst")
 SIZES = {
     "quick": {"p1": (8, 10, 2), "p2": ([100, 300], [100]), "p3": 1_000_000, "p4": 100},
     "full": {"p1": (20, 20, 2), "p2": ([100, 300, 1000], [100, 300]), "p3": 10_000_000, "p4": 100},
@@ -72,6 +72,10 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
         return p4_output.run(daemon, sizes["p4"])
     if name == "p5":
         return on_airflow.p5(daemon, work / "p5-home")
+    if name == "p6":
+        import p6_pool
+
+        return p6_pool.run(daemon, work)
     if name == "short":
         return on_airflow.short_tasks(daemon, work / "short-home")
     return on_airflow.burst(daemon, work / "burst-home")

@@ -30,15 +30,9 @@ from remote_docker.connection import (
     config_from_environment,
     is_inline_pem,
 )
-from remote_docker.engine import Engine, EngineError
+from remote_docker.engine import Engine
 from remote_docker.errors import DaemonError
 from remote_docker.pool import DaemonPool, Member, build_pool
-
-PULL_POLICIES = ("missing", "always", "never")
-
-
-class ImageError(Exception):
-    """The image can't be had on the daemon; the message names the image, the registry and the fix."""
 
 
 def normalize_extras(extras: dict[str, Any], conn_type: str) -> dict[str, Any]:
@@ -183,47 +177,6 @@ class RemoteDockerHook(BaseHook):
     def client(self) -> docker.DockerClient:
         return make_sync_client(self.config)
 
-    # -- images
-
-    @staticmethod
-    def registry_auth(docker_conn_id: str | None) -> dict[str, str] | None:
-        """Registry credentials from an Airflow ``docker`` connection (the official operator's docker_conn_id)."""
-        if not docker_conn_id:
-            return None
-        connection = BaseHook.get_connection(docker_conn_id)
-        if not connection.login:
-            raise ImageError(f"docker_conn_id {docker_conn_id!r} has no login; set the registry user and password")
-        registry = connection.host or ""
-        if connection.port and ":" not in registry.split("/")[-1]:
-            registry = f"{registry}:{connection.port}"
-        return {"username": connection.login, "password": connection.password or "", "serveraddress": registry}
-
-    @staticmethod
-    async def ensure_image(engine: Engine, image: str, policy: str, auth: dict[str, str] | None, log: Any) -> None:
-        """Make ``image`` present on the daemon per ``policy`` (missing / always / never)."""
-        if policy != "always" and await engine.image_present(image):
-            return
-        if policy == "never":
-            raise ImageError(f"image {image} is not on the daemon at {engine.url} and pull='never'; "
-                             "load or pull it there first, or use pull='missing'")
-        registry = _registry_of(image)
-        log.info("Pulling %s from %s", image, registry)
-        layer_states: dict[str, str] = {}
-        try:
-            async for item in engine.pull(image, auth):
-                layer, status = item.get("id"), item.get("status", "")
-                if layer and layer_states.get(layer) != status and status not in ("Downloading", "Extracting"):
-                    layer_states[layer] = status
-                    log.info("%s: %s", layer, status)
-                elif not layer and status:
-                    log.info("%s", status)
-        except EngineError as err:
-            if err.unreachable:
-                raise
-            hint = "check docker_conn_id's login and password" if auth else \
-                "check the image name, or set docker_conn_id for a private registry"
-            raise ImageError(f"pulling {image} from {registry} failed: {err.detail[:300]}; {hint}") from None
-
     # -- checks
 
     def ping(self) -> dict[str, Any]:
@@ -312,9 +265,3 @@ def _pool_of(config: DaemonConfig) -> DaemonPool:
     return DaemonPool(source=config.source, members=(Member(name=config.url.split("://", 1)[-1], config=config),))
 
 
-def _registry_of(image: str) -> str:
-    """The registry host of an image reference (docker.io when it names none)."""
-    first, sep, _ = image.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"

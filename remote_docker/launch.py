@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from remote_docker.engine import Engine, EngineError
-from remote_docker.hook import ImageError, RemoteDockerHook
+from remote_docker.registry import ImageError, Source, ensure_image
 from remote_docker.spec import LABEL_PREFIX, TRY_LABEL
 
 _RUNNING_STATES = ("running", "paused", "restarting")
@@ -37,7 +37,7 @@ class Launch:
     body: Mapping[str, Any]  # the create body, labels included (spec.ContainerSpec.create_body)
     name: str | None = None  # container_name
     pull: str = "missing"
-    auth: dict[str, str] | None = None  # registry credentials, fetched on the worker only
+    credentials: Source | None = None  # where the pull's credentials come from (fetched on the worker only)
     archive: bytes | None = None  # files to extract at / before the start (spec.files_archive)
     # what to say when the command is not in the image ({image} and {message} are filled in)
     missing_executable: str = "the image {image} has no such executable ({message}); check command and entrypoint"
@@ -47,7 +47,7 @@ class Launch:
         """Create and start the container; returns its id. ``admit``, asked once the container exists
         and before it starts, may refuse it (a daemon at its limit): it is removed and ``NoRoom`` raised."""
         try:
-            await RemoteDockerHook.ensure_image(engine, self.image, self.pull, self.auth, log)
+            await ensure_image(engine, self.image, self.pull, self.credentials, log)
         except ImageError as err:
             raise LaunchError(str(err)) from None
         container_id = await self._create(engine, log)

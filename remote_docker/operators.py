@@ -31,13 +31,14 @@ from remote_docker.compat import AirflowException, AirflowFailException, Airflow
 from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
 from remote_docker.engine import Engine
 from remote_docker.events import WatchEnd
-from remote_docker.hook import PULL_POLICIES, ImageError, RemoteDockerHook
+from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError
 from remote_docker.logs import LogFollower, container_log
 from remote_docker.outcome import Outcome
 from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
 from remote_docker.placement import Placement, PlacementError, start_placed
 from remote_docker.pool import DaemonPool, Member
+from remote_docker.registry import PULL_POLICIES, ImageError, source_for
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, files_archive, task_labels
 from remote_docker.triggers import ContainerTrigger
 from remote_docker.watch import ContainerWatch
@@ -54,9 +55,9 @@ _T = TypeVar("_T")
 
 
 def _choice(value: Any, allowed: Sequence[str], name: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; use one of {', '.join(map(repr, allowed))}")
-    return value
+    if value in allowed:
+        return value
+    raise ValueError(f"{name}={value!r} is not valid; use one of {', '.join(map(repr, allowed))}")
 
 
 class RemoteDockerOperator(BaseOperator):
@@ -69,7 +70,8 @@ class RemoteDockerOperator(BaseOperator):
     :param remote_docker_conn_id: connection of type ``remote_docker`` for the daemon, or a pool of them.
     :param daemon: pin the container to this daemon of a pool (its name or URL).
     :param daemon_labels: keep to the daemons of a pool whose labels include these (``{"gpu": "true"}``).
-    :param docker_conn_id: an Airflow ``docker`` connection with registry credentials (as upstream).
+    :param docker_conn_id: an Airflow ``docker`` connection with registry credentials (as upstream);
+        ``credential_helper``: a Docker credential helper's name; ``aws_conn_id``: ECR tokens (``registry``).
     :param pull: ``"missing"`` (default), ``"always"`` or ``"never"``; ``force_pull=True`` means ``"always"``.
     :param auto_remove: ``"never"`` (default), ``"success"`` (only when the task succeeded) or ``"force"``.
     :param files: container path -> text, bytes or a local ``pathlib.Path`` (file or folder),
@@ -79,6 +81,7 @@ class RemoteDockerOperator(BaseOperator):
     :param deferrable: free the worker slot while the container runs (default True).
     :param poll_interval: seconds between state checks when the log can't be followed.
     :param stop_timeout: seconds between SIGTERM and SIGKILL when the task is stopped.
+    :param daemon_lost_timeout: fail the task once its daemon has been unreachable this long (default 300).
     :param defer_after: seconds the worker follows the container before deferring: one that ends
         sooner finishes on the worker without a deferral; 0 defers at once. Default:
         ``REMOTE_DOCKER_DEFER_AFTER``, else 2.
@@ -145,6 +148,8 @@ class RemoteDockerOperator(BaseOperator):
         daemon: str | None = None,
         daemon_labels: Mapping[str, str] | None = None,
         docker_conn_id: str | None = None,
+        credential_helper: str | None = None,
+        aws_conn_id: str | None = None,
         docker_url: str | None = None,
         tls_ca_cert: str | None = None,
         tls_client_cert: str | None = None,
@@ -157,6 +162,7 @@ class RemoteDockerOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 2.0,
         stop_timeout: int = 10,
+        daemon_lost_timeout: float = 300.0,
         min_deferred_seconds: float | None = None,
         defer_after: float | None = None,
         start_from_trigger: bool = False,
@@ -177,9 +183,7 @@ class RemoteDockerOperator(BaseOperator):
         self.auto_remove = _choice(auto_remove, AUTO_REMOVE_MODES, "auto_remove")
         self.skip_on_exit_code: Container[int] = (() if skip_on_exit_code is None else (skip_on_exit_code,)
                                                   if isinstance(skip_on_exit_code, int) else skip_on_exit_code)
-        self.xcom_all = xcom_all
-        self.retrieve_output = retrieve_output
-        self.retrieve_output_path = retrieve_output_path
+        self.xcom_all, self.retrieve_output, self.retrieve_output_path = xcom_all, retrieve_output, retrieve_output_path
         if retrieve_output and not retrieve_output_path:
             raise ValueError("retrieve_output=True needs retrieve_output_path, the file in the container to read")
         self.output_format = _choice(output_format, OUTPUT_FORMATS, "output_format")
@@ -188,14 +192,12 @@ class RemoteDockerOperator(BaseOperator):
         self.max_output_bytes = max_output_bytes
         self.files = dict(files or {})
         self.folders: dict[str, int] = {}  # container folders to create first (path -> mode)
-        self.remote_docker_conn_id = remote_docker_conn_id
-        self.daemon_pin = daemon
+        self.remote_docker_conn_id, self.daemon_pin = remote_docker_conn_id, daemon
         self.daemon_labels = dict(daemon_labels or {})
-        self.docker_conn_id = docker_conn_id
+        self.docker_conn_id, self.credential_helper, self.aws_conn_id = docker_conn_id, credential_helper, aws_conn_id
         self.pull = "always" if force_pull else _choice(pull, PULL_POLICIES, "pull")
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.stop_timeout = stop_timeout
+        self.deferrable, self.poll_interval = deferrable, poll_interval
+        self.stop_timeout, self.daemon_lost_timeout = stop_timeout, daemon_lost_timeout
         self.min_deferred_seconds = min_deferred_seconds if min_deferred_seconds is not None else \
             float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", compat.STALE_EVENT_GUARD_SECONDS))
         defer_after = defer_after if defer_after is not None else float(os.environ.get("REMOTE_DOCKER_DEFER_AFTER", DEFAULT_DEFER_AFTER))
@@ -261,7 +263,7 @@ class RemoteDockerOperator(BaseOperator):
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
             launch = Launch(image=self.image, body=self.container_spec().create_body(labels), name=self.container_name,
-                            pull=self.pull, auth=RemoteDockerHook.registry_auth(self.docker_conn_id),
+                            pull=self.pull, credentials=source_for(self.docker_conn_id, self.credential_helper, self.aws_conn_id),
                             archive=files_archive(self.files, self.folders) if self.files or self.folders else None,
                             missing_executable=self.missing_executable)
         except (SpecError, ImageError) as err:
@@ -277,6 +279,7 @@ class RemoteDockerOperator(BaseOperator):
             container_id=self.container_id, remote_docker_conn_id=self.remote_docker_conn_id, daemon=self.daemon.name,
             hook_params=self.hook_params, deadline=deadline, log_cursor=self._handed_over, tty=self.tty,
             stop_timeout=self.stop_timeout, poll_interval=self.poll_interval, secret_env=sorted(self.private_environment),
+            daemon_lost_timeout=self.daemon_lost_timeout,
             not_before=time.time() + self.min_deferred_seconds if self.min_deferred_seconds else None,
             ending=self.ending_here(),
         )
@@ -296,8 +299,7 @@ class RemoteDockerOperator(BaseOperator):
         self._worker_start_reason = trigger_start.why_not(self)
         super().render_template_fields(context, jinja_env)
 
-    async def _start(self, pool: DaemonPool, launch: Launch, labels: dict[str, str],
-                     record: dict | None) -> tuple[Member, str] | Placement:
+    async def _start(self, pool: DaemonPool, launch: Launch, labels: dict, record: dict | None) -> tuple[Member, str] | Placement:
         """Reattach to an earlier try's container wherever it is in the pool, or place and start one."""
         found = await reattach.find_running_in(pool, self.hook.engine, labels, record, self.stop_timeout, self.log)
         return found or await start_placed(pool, launch, labels, self.hook.engine, self.log, pin=self.daemon_pin,
@@ -317,7 +319,8 @@ class RemoteDockerOperator(BaseOperator):
             follower = LogFollower(container_log(), tty=self.tty)
             for value in self.private_environment.values():
                 follower.keep_secret(str(value))
-            watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval)
+            watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
+                                   give_up_after=self.daemon_lost_timeout)
             if self.deferrable:
                 end = await watch.within(self.defer_after, deadline)
                 if end is None:  # still running: the trigger goes on from here
@@ -331,8 +334,7 @@ class RemoteDockerOperator(BaseOperator):
                     raise
             return await self._collect(engine, end)
 
-    def ending_here(self) -> dict | None:
-        """How the trigger may end this task without a worker (``ending.Ending``), or None."""
+    def ending_here(self) -> dict | None:  # how the trigger may end this task without a worker (ending.Ending)
         return ending.for_task(self, RemoteDockerOperator)
 
     def _mask_private_environment(self) -> None:
@@ -343,10 +345,8 @@ class RemoteDockerOperator(BaseOperator):
 
     def _deadline(self, ti: Any) -> float | None:
         """``execution_timeout`` as an absolute time: Airflow does not enforce it while deferred."""
-        if not self.execution_timeout:
-            return None
         started = getattr(ti, "start_date", None) or dt.datetime.now(dt.timezone.utc)
-        return (started + self.execution_timeout).timestamp()
+        return (started + self.execution_timeout).timestamp() if self.execution_timeout else None
 
     # ------------------------------------------------------------------ completion
 
@@ -360,7 +360,7 @@ class RemoteDockerOperator(BaseOperator):
         self.container_id = end.container_id
         checkpoints.end(context["ti"], self.log)
         if end.status == "error":
-            reattach.remember(context, self.container_id, "lost", self.log)  # it may live on: a retry reattaches
+            reattach.remember(context, self.container_id, "lost", self.log, end.daemon)  # it may live on: a retry reattaches
         return self._run(self._complete(end))
 
     async def _complete(self, end: WatchEnd) -> Any:

@@ -23,7 +23,8 @@ _RUNNING_STATES = ("running", "paused", "restarting")
 
 
 def remember(context: Any, container_id: str | None, phase: str, log: Any, daemon: str | None = None) -> None:
-    """Record the try's container, the daemon it is on and the phase (``started`` / ``deferred`` / ``lost``)."""
+    """Record the try's container, the daemon it is on (name or URL) and the phase (``started`` / ``deferred`` /
+    ``lost``)."""
     store = context.get("task_state_store") if compat.TASK_STATE_STORE else None
     if store is None or not container_id:
         return
@@ -56,7 +57,7 @@ async def find_running_in(pool: DaemonPool, engine_for: EngineFor, labels: dict[
             async with engine_for(member) as engine:
                 found = await find_running(engine, labels, record, stop_timeout, log)
         except EngineError as err:
-            if not err.unreachable or pool.single or recorded == member.name:
+            if not err.unreachable or pool.single or recorded in (member.name, member.url):
                 raise
             log.warning("Could not look for an earlier try's container on %s (%s); going on without it",
                         member.describe(), err)

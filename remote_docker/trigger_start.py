@@ -41,7 +41,7 @@ def why_not(op: RemoteDockerOperator) -> str | None:
         return "deferrable=False"
     if op.private_environment:
         return "private_environment values would be stored in the serialized DAG"
-    if op.docker_conn_id:
+    if op.docker_conn_id or op.credential_helper or op.aws_conn_id:
         return "registry credentials are fetched on a worker only"
     if getattr(op, "python_callable", None) is not None:
         return "a @task.remote_docker function and its arguments are copied in from a worker"
@@ -76,6 +76,7 @@ def trigger_kwargs(op: RemoteDockerOperator) -> dict[str, Any]:
         "tty": op.tty,
         "stop_timeout": op.stop_timeout,
         "poll_interval": op.poll_interval,
+        "daemon_lost_timeout": op.daemon_lost_timeout,
         "ending": op.ending_here(),
         "start": {"spec": rest, "pull": op.pull, "missing_executable": op.missing_executable,
                   "pin": op.daemon_pin, "daemon_labels": op.daemon_labels,

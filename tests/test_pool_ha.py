@@ -13,8 +13,11 @@ from airflow_services import AirflowServices, wait_until
 from conftest import ROOT, Daemon, Pool, containers_of, running_services
 
 from remote_docker import compat
+from remote_docker.checkpoints import LAG as CHECKPOINT_LAG
 
 CAPACITY = 8  # per triggerer: twelve triggers can't all go to one of them
+SECONDS = 40  # each container of rd_ha_triggerers prints line1..line40, a second apart
+CHECKPOINT_INTERVAL = 5.0  # the trigger's default
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,16 @@ def homes(pool: Pool, dag_id: str, run_id: str, task_id: str) -> list[int]:
     return found
 
 
+def remove_run(pool: Pool, dag_id: str, run_id: str) -> None:
+    """The run's containers, gone from every daemon: later tests count what occupies the pool."""
+    for daemon in pool.daemons:
+        client = daemon.client()
+        for container in client.api.containers(all=True, filters={"label": [f"io.remote-docker.dag_id={dag_id}",
+                                                                             f"io.remote-docker.run_id={run_id}"]}):
+            client.api.remove_container(container["Id"], force=True)
+        client.close()
+
+
 def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: AirflowServices, pool: Pool) -> None:
     dag_id = "rd_ha_triggerers"
     tasks = [f"t{i:02d}" for i in range(12)]
@@ -65,9 +78,17 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
     shared = assignments(services, dag_id, run_id)
     per_triggerer = {job: list(shared.values()).count(job) for job in jobs}
     assert all(count >= 12 - CAPACITY for count in per_triggerer.values()), per_triggerer
-    time.sleep(8)  # well into the containers' run, past their first checkpoints
     victim = "triggerer" if per_triggerer[jobs[0]] >= per_triggerer[jobs[1]] else "triggerer-2"
-    moved = [task for task, job in shared.items() if job == jobs[0 if victim == "triggerer" else 1]]
+    victim_job = jobs[0 if victim == "triggerer" else 1]
+    moved = [task for task, job in shared.items() if job == victim_job]
+    folder = services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+
+    def streaming(task: str) -> bool:  # the victim's own trigger log for the task holds container lines
+        path = folder / f"task_id={task}" / f"attempt=1.log.trigger.{victim_job}.log"
+        return path.exists() and '"event":"line' in path.read_text(errors="replace")
+
+    wait_until(lambda: all(streaming(t) for t in moved), 120, lambda: f"the victim streaming {[t for t in moved if not streaming(t)]}")
+    time.sleep(CHECKPOINT_INTERVAL + CHECKPOINT_LAG + 1)  # each of its triggers has saved a checkpoint
     services.stop_component(victim, sig=signal.SIGKILL)
     try:
         assert services.wait_run(dag_id, run_id, timeout=240) == "success", services.states(dag_id, run_id)
@@ -76,13 +97,14 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
     for task in tasks:
         assert len(homes(pool, dag_id, run_id, task)) == 1, f"{task}: exactly one container, wherever it ran"
         lines = services.task_log(dag_id, run_id, task).splitlines()
-        missing = [n for n in range(1, 26) if f"line{n}" not in lines]
+        missing = [n for n in range(1, SECONDS + 1) if f"line{n}" not in lines]
         assert not missing and f"done-{task}" in lines, f"{task} lost lines {missing}"
     if compat.TRIGGER_XCOMS:  # the survivor resumed each moved trigger at its checkpoint and said so
         marked = [t for t in moved if "a new triggerer resumes this log at its checkpoint" in services.task_log(dag_id, run_id, t)]
         assert marked == moved, (moved, marked)
     spread = {index for task in tasks for index in homes(pool, dag_id, run_id, task)}
     assert spread == {0, 1, 2}, "the pool's three daemons all took containers"
+    remove_run(pool, dag_id, run_id)
 
 
 def test_a_stopped_daemon_fails_its_tasks_clearly_and_new_tasks_go_elsewhere(services: AirflowServices, pool: Pool) -> None:
@@ -97,13 +119,15 @@ def test_a_stopped_daemon_fails_its_tasks_clearly_and_new_tasks_go_elsewhere(ser
     try:
         new_run = services.trigger("rd_ha_new_tasks")
         assert services.wait_run("rd_ha_new_tasks", new_run, timeout=180) == "success", services.states("rd_ha_new_tasks", new_run)
-        for i in range(6):
-            assert homes(pool, "rd_ha_new_tasks", new_run, f"new{i}") in ([0], [1]), f"new{i} went past the stopped daemon"
     finally:
         pool.start(2)
+    for i in range(6):
+        assert homes(pool, "rd_ha_new_tasks", new_run, f"new{i}") in ([0], [1]), f"new{i}: placed past the stopped daemon"
+    remove_run(pool, "rd_ha_new_tasks", new_run)
     assert services.wait_run(dag_id, run_id, timeout=240) == "failed"
     states = services.states(dag_id, run_id)
     assert {t for t, s in states.items() if s == "failed"} == set(on_d2), states
     for task in on_d2:
         log = services.task_log(dag_id, run_id, task)
         assert re.search(r"stopped with code \d+ while the daemon at https://127\.0\.0\.1:\d+ was unreachable", log), log[-2000:]
+    remove_run(pool, dag_id, run_id)

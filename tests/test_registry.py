@@ -41,7 +41,9 @@ def test_bad_registry_password_names_the_registry(run: DagRunResult, registry: R
     assert run["bad_password"].state == "failed"
     message = error_line(run, "bad_password")
     assert message.startswith(f"pulling {registry.host}/rd/busybox:1 from {registry.host} failed: ")
-    assert message.endswith("check docker_conn_id's login and password")
+    assert message.endswith("the registry refused the credentials from docker_conn_id 'bad_registry', fetched twice; "
+                            "check the login and password of connection 'bad_registry'")
+    assert "refused the credentials from docker_conn_id 'bad_registry'; fetching fresh ones" in run["bad_password"].text()
     assert "wrong-password" not in run.stdout
 
 

@@ -22,7 +22,7 @@ def ticking(task_id: str, seconds: int, **kwargs) -> RemoteDockerOperator:
 
 with DAG("rd_ha_triggerers", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
     for i in range(12):
-        ticking(f"t{i:02d}", 25)
+        ticking(f"t{i:02d}", 40)
 
 with DAG("rd_ha_daemon_loss", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
     for i in range(9):
