@@ -314,14 +314,30 @@ class Registry:
     port: int
     user: str
     password: str
+    root: Path | None = None
+    ecr_password: str = "ecr-Token-7"  # the AWS user's, which the ECR stand-in hands out
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def set_passwords(self, password: str) -> None:
+        """Rewrite htpasswd (the registry reloads it when it changes): ``user`` gets ``password``."""
+        write_htpasswd(self.root / "htpasswd", {self.user: password, "AWS": self.ecr_password})
+        self.password = password
+
     def connection_json(self, password: str | None = None) -> str:
         return json.dumps({"conn_type": "docker", "host": self.host, "login": self.user,
                            "password": self.password if password is None else password})
+
+
+def write_htpasswd(path: Path, users: dict[str, str]) -> None:
+    import bcrypt
+
+    lines = b"".join(name.encode() + b":" + bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds=5)) + b"\n"
+                     for name, secret in users.items())
+    path.with_suffix(".new").write_bytes(lines)
+    path.with_suffix(".new").replace(path)
 
 
 @pytest.fixture(scope="session")
@@ -330,21 +346,23 @@ def registry(daemon: Daemon, tmp_path_factory) -> Iterator[Registry]:
 
     dockerd treats 127.0.0.0/8 registries as insecure (plain HTTP), so auth is real here but
     registry certificate verification can't be exercised on loopback."""
-    import bcrypt
+    from remote_docker import certs
 
     binary = shutil.which("docker-registry")
     if not binary:
         pytest.fail("docker-registry is not installed; run `apt-get install -y docker-registry`")
     root = tmp_path_factory.mktemp("registry")
     user, password = "robot", "registry-Pass-1"
-    (root / "htpasswd").write_bytes(user.encode() + b":" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)) + b"\n")
+    certs.generate(root / "tls", sans=["127.0.0.1", "localhost"], with_client=False)
     port = tls_dockerd.free_port()
     (root / "config.yml").write_text(
         "version: 0.1\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"  tls:\n    certificate: {root / 'tls' / 'server' / 'cert.pem'}\n    key: {root / 'tls' / 'server' / 'key.pem'}\n"
         f"auth:\n  htpasswd:\n    realm: test\n    path: {root / 'htpasswd'}\n"
     )
+    write_htpasswd(root / "htpasswd", {user: password, "AWS": Registry.ecr_password})
     log = open(root / "registry.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -356,7 +374,7 @@ def registry(daemon: Daemon, tmp_path_factory) -> Iterator[Registry]:
             if proc.poll() is not None:
                 pytest.fail(f"docker-registry exited: {(root / 'registry.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        found = Registry(port=port, user=user, password=password)
+        found = Registry(port=port, user=user, password=password, root=root)
         client = daemon.client()
         repository = f"{found.host}/rd/busybox"
         # its own layer (busybox plus a marker), so pulling it really downloads something
