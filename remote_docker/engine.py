@@ -194,8 +194,9 @@ class Engine:
         body = await self._call("reading events on", self._read("events", params))
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
-    async def _read(self, path: str, params: dict[str, Any] | None = None, versioned_api: bool = True) -> bytes:
-        async with self._response(path, params=params, timeout=self._timeout(), versioned_api=versioned_api) as response:
+    async def _read(self, path: str, params: dict[str, Any] | None = None, versioned_api: bool = True,
+                    method: str = "GET") -> bytes:
+        async with self._response(path, method=method, params=params, timeout=self._timeout(), versioned_api=versioned_api) as response:
             return await response.read()
 
     @asynccontextmanager
@@ -252,8 +253,72 @@ class Engine:
         except BaseException as err:
             raise self.error(err, "pulling on") from None
 
+    async def tag(self, image_id: str, reference: str) -> None:
+        name, tag = _split_reference(reference)
+        await self._call("tagging an image on", self.docker.images.tag(image_id, name, tag=tag))
+
+    async def push(self, image: str, auth: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The push's progress items; an error inside the stream raises ``EngineError``."""
+        name, tag = _split_reference(image)
+        try:
+            async for item in self.docker.images.push(name, tag=tag, auth=dict(auth) if auth else None, stream=True):
+                if "error" in item:
+                    raise aiodocker.DockerError(500, item["error"])
+                yield item
+        except BaseException as err:
+            raise self.error(err, "pushing from") from None
+
+    async def build(self, archive: bytes, params: Mapping[str, Any],
+                    registry_config: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """``POST /build`` with a tar context; the daemon's stream items (``stream``, ``aux``, ``error``)."""
+        headers = {"Content-Type": "application/x-tar"}
+        if registry_config:  # credentials for the base images, as the docker CLI sends them
+            headers["X-Registry-Config"] = base64.urlsafe_b64encode(json.dumps(registry_config).encode()).decode()
+        try:
+            # private: aiodocker's images.build() takes no networkmode, target or registry config
+            async with self._response("build", method="POST", params=dict(params), data=archive, headers=headers,
+                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in (line for line in lines if line.strip()):
+                        yield json.loads(line)
+                if buffer.strip():
+                    yield json.loads(buffer)
+        except BaseException as err:
+            raise self.error(err, "building on") from None
+
+    async def prune(self, kind: Literal["containers", "images", "build"], filters: Mapping[str, list[str]]) -> dict[str, Any]:
+        """``POST /{kind}/prune`` with ``filters``; the daemon's report (what went, bytes reclaimed)."""
+        path = "build/prune" if kind == "build" else f"{kind}/prune"
+        # private: aiodocker 0.25 has no prune methods; one call for all three keeps the report's shape
+        body = await self._call(f"pruning {kind} on", self._read(path, {"filters": json.dumps(dict(filters))}, method="POST"),
+                                bound=self.config.timeout * 10)
+        return json.loads(body) if body else {}
+
+    async def images(self, *, dangling: bool | None = None) -> list[dict[str, Any]]:
+        filters = {"dangling": ["true" if dangling else "false"]} if dangling is not None else {}
+        return await self._call("listing images on", self.docker.images.list(filters=json.dumps(filters) if filters else None))
+
+    async def remove_image(self, image_id: str) -> bool:
+        """Remove an image; False when a container still uses it or it is gone already."""
+        try:
+            await self._call("removing an image on", self.docker.images.delete(image_id))
+            return True
+        except EngineError as err:
+            if err.kind in ("gone", "conflict"):
+                return False
+            raise
+
     async def info(self) -> dict[str, Any]:
         return await self._call("asking", self.docker.system.info())
 
     async def version(self) -> dict[str, Any]:
         return await self._call("connecting", self.docker.version())
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    """``registry:5000/team/job:1`` -> (``registry:5000/team/job``, ``1``); no tag is ``latest``."""
+    name, sep, tag = reference.rpartition(":")
+    return (name, tag) if sep and "/" not in tag else (reference, "latest")

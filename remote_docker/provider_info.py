@@ -48,6 +48,6 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "triggers": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.triggers", "remote_docker.capacity"]}],
-        "operators": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.operators"]}],
+        "operators": [{"integration-name": "Remote Docker", "python-modules": ["remote_docker.operators", "remote_docker.build", "remote_docker.prune"]}],
         "task-decorators": [{"name": "remote_docker", "class-name": "remote_docker.decorators.remote_docker_task"}],
     }

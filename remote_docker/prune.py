@@ -1,0 +1,242 @@
+"""Clean-up of what tasks leave on remote daemons: ``RemoteDockerPruneOperator`` and ``remote-docker prune``.
+
+On every daemon of the connection (a pool's included), in this order:
+
+1. **exited containers of ours** (they carry ``io.remote-docker.*`` labels) created before the cut-off;
+2. **orphans**: running containers of ours whose task instance Airflow no longer runs or defers
+   (a user marked it while its trigger could not reach the container, a try that lost its worker):
+   stopped with the usual grace, then removed. Only a state Airflow reports as finished counts: a task
+   instance that is running, deferred, queued or up for retry (a retry may reattach) keeps its container,
+   and so does one Airflow can't say anything about (another deployment's container, a deleted run:
+   remove those by hand);
+3. **dangling images**, and opt-in images no container uses that were created before ``unused_images_older_than``;
+4. the **build cache**.
+
+A container without our labels is never touched. ``dry_run`` reports what would go. The report says
+what went and the bytes reclaimed, per daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from remote_docker.compat import AirflowException
+from remote_docker.connection import DEFAULT_CONN_ID
+from remote_docker.engine import Engine, EngineError
+from remote_docker.hook import RemoteDockerHook
+from remote_docker.pool import Member
+from remote_docker.spec import LABEL_PREFIX, TRY_LABEL
+
+# Airflow's finished states: a container of such a task instance is an orphan
+FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
+ORPHAN_MIN_AGE = dt.timedelta(minutes=2)  # a container younger than this is never judged: its task may be starting
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+# (dag_id, run_id, task_id, map_index) -> Airflow's state for it, or None when unknown
+StateLookup = Callable[[list[tuple[str, str, str, int]]], Awaitable[dict[tuple[str, str, str, int], str | None]]]
+
+
+def parse_duration(text: str, what: str = "--older-than") -> dt.timedelta:
+    """``"24h"``, ``"30m"``, ``"7d"``, ``"90s"``, ``"2w"``."""
+    found = _DURATION.match(str(text))
+    if not found:
+        raise ValueError(f"{what} {text!r} is not a duration; use a number and a unit: 90s, 30m, 24h, 7d or 2w")
+    return dt.timedelta(seconds=float(found.group(1)) * _SECONDS[found.group(2)])
+
+
+@dataclass
+class DaemonReport:
+    daemon: str
+    containers: list[str] = field(default_factory=list)  # "name (dag/task/run, exited 3 days ago)"
+    orphans: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    bytes_reclaimed: int = 0
+    build_cache_bytes: int = 0
+    error: str | None = None
+
+    def line(self, dry_run: bool) -> str:
+        if self.error:
+            return f"{self.daemon}: FAILED: {self.error}"
+        verb = "would remove" if dry_run else "removed"
+        return (f"{self.daemon}: {verb} {len(self.containers)} exited container(s), {len(self.orphans)} orphan(s), "
+                f"{len(self.images)} image(s); {'would reclaim' if dry_run else 'reclaimed'} "
+                f"{(self.bytes_reclaimed + self.build_cache_bytes) / 1e6:.1f} MB"
+                f"{f' (build cache {self.build_cache_bytes / 1e6:.1f} MB)' if self.build_cache_bytes else ''}")
+
+
+@dataclass
+class Prune:
+    """What to clean up, and how to ask Airflow about task instances."""
+
+    older_than: dt.timedelta = dt.timedelta(hours=24)
+    orphans: bool = True
+    dangling_images: bool = True
+    unused_images_older_than: dt.timedelta | None = None
+    build_cache: bool = True
+    dry_run: bool = False
+    states: StateLookup | None = None  # None: orphans are not looked for
+    stop_timeout: int = 10
+    orphan_min_age: dt.timedelta = ORPHAN_MIN_AGE
+
+    async def run(self, hook: RemoteDockerHook, log: Any) -> list[DaemonReport]:
+        pool = await hook.apool()
+        reports = []
+        for member in pool.members:
+            report = DaemonReport(member.describe())
+            try:
+                async with hook.engine(member) as engine:
+                    await self._on(engine, member, report, log)
+            except EngineError as err:
+                report.error = str(err)
+            log.info("%s", report.line(self.dry_run))
+            reports.append(report)
+        return reports
+
+    async def _on(self, engine: Engine, member: Member, report: DaemonReport, log: Any) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        cutoff = now - self.older_than
+        ours = await engine.find({TRY_LABEL: None})
+        exited = [c for c in ours if c["State"] in ("exited", "dead", "created") and c.get("Created", 0) < cutoff.timestamp()]
+        if self.dry_run:
+            report.containers = [_describe(c, now) for c in exited]
+        else:
+            # /containers/prune with our label: the daemon reports the space it gave back
+            done = await engine.prune("containers", {"label": [TRY_LABEL], "until": [str(int(cutoff.timestamp()))]})
+            gone = set(done.get("ContainersDeleted") or [])
+            report.containers = [_describe(c, now) for c in exited if c["Id"] in gone]
+            report.bytes_reclaimed += int(done.get("SpaceReclaimed") or 0)
+        if self.orphans and self.states is not None:
+            await self._orphans(engine, [c for c in ours if c["State"] in ("running", "paused", "restarting")], now,
+                                report, log)
+        if self.dangling_images:
+            await self._images(engine, {"dangling": ["true"]}, report)
+        if self.unused_images_older_than is not None:
+            until = int((now - self.unused_images_older_than).timestamp())
+            await self._images(engine, {"dangling": ["false"], "until": [str(until)]}, report)
+        if self.build_cache and not self.dry_run:
+            done = await engine.prune("build", {"until": [f"{int(self.older_than.total_seconds())}s"]})
+            report.build_cache_bytes = int(done.get("SpaceReclaimed") or 0)
+
+    async def _orphans(self, engine: Engine, running: list[dict], now: dt.datetime, report: DaemonReport, log: Any) -> None:
+        keys = {c["Id"]: _task_key(c["Labels"]) for c in running
+                if now.timestamp() - c.get("Created", 0) >= self.orphan_min_age.total_seconds()}
+        states = await self.states(sorted(set(keys.values()))) if keys else {}
+        for container in running:
+            key = keys.get(container["Id"])
+            if key is None or states.get(key) not in FINISHED:
+                continue  # young, or its task instance is alive (or Airflow can't tell): never an orphan
+            report.orphans.append(f"{_describe(container, now)}: task instance {states[key]}")
+            if not self.dry_run:
+                log.info("Stopping orphan container %s (its task instance is %s)", container["Id"][:12], states[key])
+                await engine.stop(container["Id"], self.stop_timeout)
+                await engine.remove(container["Id"])
+
+    async def _images(self, engine: Engine, filters: Mapping[str, list[str]], report: DaemonReport) -> None:
+        if self.dry_run:
+            dangling = filters.get("dangling") == ["true"]
+            found = await engine.images(dangling=True) if dangling else []
+            report.images += [f"{i['Id'][:19]} ({i.get('Size', 0) / 1e6:.1f} MB)" for i in found]
+            report.bytes_reclaimed += sum(int(i.get("Size", 0)) for i in found)
+            return
+        done = await engine.prune("images", filters)
+        report.images += [next(iter(item.values())) for item in done.get("ImagesDeleted") or [] if "Deleted" in item]
+        report.bytes_reclaimed += int(done.get("SpaceReclaimed") or 0)
+
+
+def _task_key(labels: Mapping[str, str]) -> tuple[str, str, str, int]:
+    get = lambda name: labels.get(f"{LABEL_PREFIX}{name}", "")  # noqa: E731
+    return get("dag_id"), get("run_id"), get("task_id"), int(get("map_index") or -1)
+
+
+def _describe(container: Mapping[str, Any], now: dt.datetime) -> str:
+    dag_id, run_id, task_id, map_index = _task_key(container.get("Labels") or {})
+    age = dt.timedelta(seconds=int(now.timestamp() - container.get("Created", now.timestamp())))
+    mapped = f"[{map_index}]" if map_index >= 0 else ""
+    name = (container.get("Names") or ["/?"])[0].lstrip("/")
+    return f"{name} ({dag_id}.{task_id}{mapped} of {run_id}, created {age} ago, {container['State']})"
+
+
+# ---------------------------------------------------------------------- asking Airflow
+
+
+def states_from_task_sdk(context: Any) -> StateLookup:
+    """Inside a task: the Task SDK's ``get_task_states`` (the execution API; workers have no database)."""
+    ti = context["ti"]
+
+    async def lookup(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], str | None]:
+        found: dict[tuple[str, str, str, int], str | None] = {}
+        for dag_id in {k[0] for k in keys}:
+            wanted = [k for k in keys if k[0] == dag_id]
+            try:
+                answer = await asyncio.to_thread(ti.get_task_states, dag_id=dag_id, run_ids=sorted({k[1] for k in wanted}))
+            except Exception:  # the DAG is gone, or Airflow won't say: nothing is judged an orphan
+                continue
+            for key in wanted:
+                per_run = answer.get(key[1]) or {}
+                found[key] = per_run.get(key[2] if key[3] < 0 else f"{key[2]}_{key[3]}", per_run.get(key[2]))
+        return found
+
+    return lookup
+
+
+def states_from_database() -> StateLookup:
+    """For the CLI, where Airflow is configured: the metadata database."""
+
+    async def lookup(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], str | None]:
+        return await asyncio.to_thread(_query_states, keys)
+
+    return lookup
+
+
+def _query_states(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], str | None]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    found: dict[tuple[str, str, str, int], str | None] = {}
+    with create_session() as session:
+        for dag_id, run_id, task_id, map_index in keys:
+            state = session.query(TaskInstance.state).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id,
+                                                                map_index=map_index).scalar()
+            # a task instance this Airflow doesn't know (another deployment's, a deleted run) is not judged
+            found[(dag_id, run_id, task_id, map_index)] = str(getattr(state, "value", state)) if state is not None else None
+    return found
+
+
+class RemoteDockerPruneOperator(BaseOperator):
+    """Clean up the daemons of a connection (see the module docstring); the XCom is the report per daemon.
+
+    :param older_than: exited containers of ours created before this long ago go (default 24 h).
+    :param orphans: stop and remove running containers whose task instance has finished.
+    :param dangling_images: remove dangling images; :param unused_images_older_than: also images no
+        container uses, created before this long ago (opt-in).
+    :param build_cache: prune the build cache; :param dry_run: report only.
+    :param orphan_min_age: a running container younger than this is never judged an orphan (default 2 min).
+    """
+
+    ui_color = "#f0e4bf"
+
+    def __init__(self, *, remote_docker_conn_id: str | None = DEFAULT_CONN_ID, older_than: dt.timedelta = dt.timedelta(hours=24),
+                 orphans: bool = True, dangling_images: bool = True, unused_images_older_than: dt.timedelta | None = None,
+                 build_cache: bool = True, dry_run: bool = False, orphan_min_age: dt.timedelta = ORPHAN_MIN_AGE,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.remote_docker_conn_id = remote_docker_conn_id
+        self.settings = dict(older_than=older_than, orphans=orphans, dangling_images=dangling_images,
+                             unused_images_older_than=unused_images_older_than, build_cache=build_cache, dry_run=dry_run,
+                             orphan_min_age=orphan_min_age)
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        prune = Prune(**self.settings, states=states_from_task_sdk(context))
+        reports = asyncio.run(prune.run(RemoteDockerHook(self.remote_docker_conn_id), self.log))
+        failed = [r for r in reports if r.error]
+        if failed:
+            raise AirflowException("; ".join(r.line(prune.dry_run) for r in failed))
+        return [asdict(r) for r in reports]
