@@ -50,6 +50,30 @@ def test_example_private_registry(airflow_env: AirflowEnv, registry: Registry) -
     assert run["private_image"].xcom == "pulled with registry credentials"
 
 
+def test_example_build_then_run(airflow_env: AirflowEnv, registry: Registry) -> None:
+    run = dags_test(airflow_env, "example_build_then_run", EXAMPLE_REGISTRY=registry.host,
+                    EXAMPLE_BASE_IMAGE="rd-test/busybox:latest", AIRFLOW_CONN_PRIVATE_REGISTRY=registry.connection_json())
+    assert run["build"].state == "success" and run["build"].xcom.startswith("sha256:")
+    assert run["run"].state == "success" and run["run"].xcom == "done" and run["run"].stdout()[0].startswith("report for ")
+
+
+def test_example_credential_helper(airflow_env: AirflowEnv, registry: Registry, tmp_path) -> None:
+    helper = tmp_path / "docker-credential-example"
+    helper.write_text(f"#!/bin/sh\nread host\necho '{{\"ServerURL\": \"'$host'\", \"Username\": \"{registry.user}\", "
+                      f"\"Secret\": \"{registry.password}\"}}'\n")
+    helper.chmod(0o755)
+    run = dags_test(airflow_env, "example_credential_helper", EXAMPLE_PRIVATE_IMAGE=f"{registry.host}/rd/busybox:1",
+                    EXAMPLE_CREDENTIAL_HELPER="example", PATH=f"{tmp_path}:{airflow_env.env['PATH']}")
+    assert run["with_a_helper"].state == "success" and run["with_a_helper"].xcom == "pulled with a credential helper"
+
+
+def test_example_nightly_prune(airflow_env: AirflowEnv) -> None:
+    run = dags_test(airflow_env, "example_nightly_prune")
+    assert run["prune"].state == "success"
+    (report,) = run["prune"].xcom
+    assert report["error"] is None and report["daemon"].startswith("127.0.0.1:")
+
+
 @pytest.fixture(scope="module")
 def services(daemon: Daemon, tmp_path_factory) -> Iterator[AirflowServices]:
     with running_services(daemon, tmp_path_factory.mktemp("examples-home"), ROOT / "dags", parallelism=2) as found:
