@@ -54,7 +54,7 @@ def run_dag(services: AirflowServices, daemon: Daemon, dag_id: str, timeout: flo
     state = services.wait_run(dag_id, run_id, timeout=timeout)
     run = services.rest("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
     states = list(services.states(dag_id, run_id).values())
-    row = {"state": state, "makespan_s": round(_ts(run["end_date"]) - _ts(run["start_date"]), 2),
+    row = {"state": state, "makespan_s": round(_ts(run["end_date"]) - _ts(run["start_date"]), 2), "start_date": run["start_date"],
            "tasks": len(states), "failed": sum(s != "success" for s in states), "run_id": run_id}
     if image:
         client = daemon.client()

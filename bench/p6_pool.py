@@ -5,7 +5,8 @@ scheduler + triggerer, LocalExecutor).
 (``start_from_trigger=True``: no worker slot, so the pool's capacity is what limits): two waves, the
 ideal makespan 20 s. Measured: the makespan against 1.3 x 20 s plus the per-task overhead (one 10 s task
 alone, minus its 10 s), the spread (containers per daemon), and the same run with one daemon stopped 5 s
-in: every failed task must be one whose container was on it, each with a one-line reason.
+into its containers' run (at t=5 s of the run nothing has started yet on this machine): every failed task
+must be one whose container was on it, each with a one-line reason.
 """
 
 from __future__ import annotations
@@ -58,6 +59,28 @@ def per_daemon(daemons: list[Daemon], dag_id: str, run_id: str) -> dict[str, int
     return counts
 
 
+def timeline(daemons: list[Daemon], dag_id: str, run: dict) -> dict[str, float]:
+    """When the two waves' containers started and finished, seconds from the run's start."""
+    from on_airflow import _docker_ts, _ts
+
+    spans = []
+    for daemon in daemons:
+        client = daemon.client()
+        for container in client.api.containers(all=True, filters={"label": [f"io.remote-docker.dag_id={dag_id}",
+                                                                             f"io.remote-docker.run_id={run['run_id']}"]}):
+            state = client.api.inspect_container(container["Id"])["State"]
+            if not state["StartedAt"].startswith("0001"):
+                spans.append((_docker_ts(state["StartedAt"]), _docker_ts(state["FinishedAt"])))
+        client.close()
+    spans.sort()
+    began = _ts(run["start_date"])
+    first, second = spans[: len(spans) // 2], spans[len(spans) // 2:]
+    at = lambda t: round(t - began, 2)  # noqa: E731
+    return {"wave1_first_start": at(first[0][0]), "wave1_last_start": at(first[-1][0]), "wave1_last_exit": at(max(f for _, f in first)),
+            "wave2_first_start": at(second[0][0]), "wave2_last_start": at(second[-1][0]), "wave2_last_exit": at(max(f for _, f in second)),
+            "run_end": run["makespan_s"]}
+
+
 def failures(services, dag_id: str, run_id: str, daemons: list[Daemon], stopped: int) -> dict:
     """Every failed task: on the stopped daemon or not, and the one line it failed with."""
     found = {}
@@ -68,7 +91,9 @@ def failures(services, dag_id: str, run_id: str, daemons: list[Daemon], stopped:
         entries = services.task_log_entries(dag_id, run_id, task_id)
         reason = next((f"{d.get('exc_type')}: {d.get('exc_value')}" for item in reversed(entries) if isinstance(item, dict)
                        for d in item.get("error_detail") or [] if isinstance(d, dict)), None)
-        found[task_id] = {"state": state, "daemon": on, "on_the_stopped_daemon": on == f"d{stopped}", "reason": reason}
+        # on it: its container is there, or its start failed there as the daemon went down
+        on_it = on == f"d{stopped}" or (on is None and daemons[stopped].url.replace("tcp://", "https://") in (reason or ""))
+        found[task_id] = {"state": state, "daemon": on, "on_the_stopped_daemon": on_it, "reason": reason}
     return found
 
 
@@ -83,11 +108,34 @@ def _holds(daemon: Daemon, dag_id: str, run_id: str, task_id: str) -> bool:
         client.close()
 
 
+def _stop_once_running(daemon: Daemon, after: float) -> None:
+    """Stop ``daemon`` ``after`` seconds from when the first container of ours runs on it."""
+    client = daemon.client()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not client.api.containers(filters={"label": ["io.remote-docker.dag_id=bench_p6"]}):
+        time.sleep(0.2)
+    client.close()
+    time.sleep(after)
+    tls_dockerd.stop(daemon.state)
+
+
+def _clean_up(daemons: list[Daemon], pg_state: Path) -> None:
+    postgres.remove(pg_state)
+    for extra in daemons[1:]:
+        tls_dockerd.stop(extra.state)
+        shutil.rmtree(extra.state, ignore_errors=True)
+
+
 def run(daemon: Daemon, work: Path) -> Result:
     tag_images(daemon)
-    daemons = [daemon, *more_daemons(daemon, 2)]
-    pg_state = work / "p6-postgres"
-    database = postgres.start(pg_state)
+    daemons = [daemon]
+    pg_state = Path(tempfile.mkdtemp(prefix="rd-bench-pg-"))  # under /tmp: the postgres user must reach it
+    try:
+        daemons += more_daemons(daemon, 2)
+        database = postgres.start(pg_state)
+    except BaseException:
+        _clean_up(daemons, pg_state)
+        raise
     services = services_for(daemon, work / "p6-home", 64, BENCH_P6_N=str(N), BENCH_P6_T=str(T))
     services.database_url = database
     services.extra_env["AIRFLOW_CONN_RD_BENCH_POOL"] = pool_connection(daemons)
@@ -99,9 +147,10 @@ def run(daemon: Daemon, work: Path) -> Result:
         overhead = round(one["makespan_s"] - T, 2)
         full = run_dag(services, daemon, "bench_p6", 600)
         spread = per_daemon(daemons, "bench_p6", full["run_id"])
+        waves = timeline(daemons, "bench_p6", full)
 
-        # the same run, with d2 stopped 5 s in (live-restore off: its containers stop with it)
-        stopper = threading.Timer(5.0, tls_dockerd.stop, args=(daemons[2].state,))
+        # the same run, with d2 stopped 5 s into its containers' run (live-restore off: they stop with it)
+        stopper = threading.Thread(target=_stop_once_running, args=(daemons[2], 5.0), daemon=True)
         stopper.start()
         began = time.monotonic()
         down = run_dag(services, daemon, "bench_p6", 900)
@@ -111,17 +160,14 @@ def run(daemon: Daemon, work: Path) -> Result:
         down_spread = per_daemon(daemons, "bench_p6", down["run_id"])
     finally:
         services.stop()
-        postgres.remove(pg_state)
-        for extra in daemons[1:]:
-            tls_dockerd.stop(extra.state)
-            shutil.rmtree(extra.state, ignore_errors=True)
+        _clean_up(daemons, pg_state)
     bound = round(1.3 * 2 * T + overhead, 2)
     beyond = [t for t, f in failed.items() if not f["on_the_stopped_daemon"]]
     unexplained = [t for t, f in failed.items() if not f["reason"] or "\n" in f["reason"]]
     figures = {"tasks": N, "t_s": T, "max_containers_per_daemon": MAX, "daemons": 3,
                "per_task_overhead_s": overhead, "ideal_s": 2 * T, "bound_s": bound,
-               "makespan_s": full["makespan_s"], "failed": full["failed"], "containers_per_daemon": spread,
-               "one_daemon_stopped_at_5s": {"makespan_s": down["makespan_s"], "wall_s": down_elapsed,
+               "makespan_s": full["makespan_s"], "failed": full["failed"], "containers_per_daemon": spread, "waves_s": waves,
+               "one_daemon_stopped_5s_into_its_containers": {"makespan_s": down["makespan_s"], "wall_s": down_elapsed,
                                            "failed": len(failed), "failed_beyond_the_stopped_daemon": beyond,
                                            "containers_per_daemon": down_spread, "failures": failed},
                "run_id": full["run_id"], "database": "PostgreSQL", "mode": "start_from_trigger=True"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 from remote_docker.clients import shared_async_client
 from remote_docker.engine import Engine, EngineError
-from remote_docker.launch import Launch, NoRoom
+from remote_docker.launch import Launch, LaunchError, NoRoom
 from remote_docker.pool import DaemonPool, Member
 from remote_docker.spec import TRY_LABEL
 
@@ -59,24 +60,34 @@ class Placement:
 
 @dataclass
 class _Health:
-    """What this process knows of each daemon (by URL): recent counts, and which are down."""
+    """What this process knows of each daemon (by URL): its containers of ours lately, which daemons are
+    down, and the placements made here since the last listing (not in it yet)."""
 
-    counts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    listings: dict[str, tuple[float, list[dict[str, Any]]]] = field(default_factory=dict)
     down_until: dict[str, tuple[float, str]] = field(default_factory=dict)
+    reserved: dict[str, list[float]] = field(default_factory=dict)
 
 
 _health = _Health()
+# one listing per daemon in flight per event loop: the triggers a triggerer starts at once share it
+_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
 
 
 def forget() -> None:
     """Drop what this process remembers of every daemon (tests, and a daemon known to be back)."""
-    _health.counts.clear()
+    _health.listings.clear()
     _health.down_until.clear()
+    _health.reserved.clear()
 
 
 def note_down(member: Member, reason: str) -> None:
     _health.down_until[member.url] = (time.monotonic() + DOWN_SECONDS, reason)
-    _health.counts.pop(member.url, None)
+    _health.listings.pop(member.url, None)
+
+
+def invalidate(member: Member) -> None:
+    """The member's listing is out of date (a placement there just lost a race): ask again next time."""
+    _health.listings.pop(member.url, None)
 
 
 async def occupying(engine: Engine, bound: float | None = None) -> list[dict[str, Any]]:
@@ -84,24 +95,42 @@ async def occupying(engine: Engine, bound: float | None = None) -> list[dict[str
     return await engine.find({TRY_LABEL: None}, _OCCUPYING, bound=bound)
 
 
+async def listing(member: Member) -> list[dict[str, Any]]:
+    """Every container of ours on the member (any state), at most ``COUNT_SECONDS`` old; callers in one
+    event loop share one request. Raises ``EngineError``."""
+    cached = _health.listings.get(member.url)
+    if cached and time.monotonic() - cached[0] < COUNT_SECONDS:
+        return cached[1]
+    pending = _inflight.setdefault(asyncio.get_running_loop(), {})
+    if member.url not in pending or pending[member.url].done():
+        pending[member.url] = asyncio.ensure_future(_fetch(member))
+    return await asyncio.shield(pending[member.url])
+
+
+async def _fetch(member: Member) -> list[dict[str, Any]]:
+    taken = time.monotonic()
+    async with shared_async_client(member.config) as client:
+        found = await Engine(client, member.config).find({TRY_LABEL: None}, bound=PROBE_SECONDS)
+    _health.listings[member.url] = (taken, found)
+    return found
+
+
 async def _load(member: Member) -> int | str:
-    """The member's count of ours, or why it can't be had (unreachable, down, refused)."""
+    """The member's count of ours that hold a slot, with this process's placements since the listing,
+    or why it can't be had (unreachable, down, refused)."""
     now = time.monotonic()
     down = _health.down_until.get(member.url)
     if down and down[0] > now:
         return f"down ({down[1]}; not asked again for {down[0] - now:.0f}s)"
-    cached = _health.counts.get(member.url)
-    if cached and now - cached[0] < COUNT_SECONDS:
-        return cached[1]
     try:
-        async with shared_async_client(member.config) as client:
-            count = len(await occupying(Engine(client, member.config), bound=PROBE_SECONDS))
+        found = await listing(member)
     except EngineError as err:
         reason = f"no answer within {PROBE_SECONDS:g}s" if "no answer within" in str(err) else str(err)
         note_down(member, reason)
         return reason
-    _health.counts[member.url] = (time.monotonic(), count)
-    return count
+    taken = _health.listings.get(member.url, (now, found))[0]
+    reserved = _health.reserved[member.url] = [t for t in _health.reserved.get(member.url, []) if t > taken]
+    return sum(1 for c in found if c["State"] in _OCCUPYING) + len(reserved)
 
 
 def _affinity(task_key: str, member: Member) -> str:
@@ -135,6 +164,7 @@ async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
     least = min(loads[m.name] for m in room)
     tied = [m for m in room if loads[m.name] == least]
     chosen = max(tied, key=lambda m: _affinity(task_key, m))
+    _health.reserved.setdefault(chosen.url, []).append(time.monotonic())  # counts until the next listing shows it
     return Placement(chosen, loads, {**skipped, **full})
 
 
@@ -147,7 +177,7 @@ async def over_capacity(engine: Engine, member: Member, container_id: str) -> bo
     rank = next((i for i, c in enumerate(ordered) if c["Id"] == container_id), None)
     over = rank is not None and rank >= member.max_containers
     if over:
-        _health.counts[member.url] = (time.monotonic(), len(ordered))
+        invalidate(member)
     return over
 
 
@@ -158,9 +188,6 @@ async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, st
     want of an answer, or fills up meanwhile, is left out and the next best tried."""
     failed: dict[str, str] = {}
     while True:
-        if failed and all(m.name in failed for m in pool.matching(pin, wanted)) \
-                and any(why.startswith("full") for why in failed.values()):
-            return Placement(None, {}, failed)  # the rest failed, and at least one is merely full: wait
         placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=failed)
         member = placement.member
         if member is None:
@@ -170,15 +197,28 @@ async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, st
         try:
             async with engine_for(member) as engine:
                 return member, await launch.start(engine, log, admit=admission(member))
-        except EngineError as err:
-            if not err.unreachable or pool.single:
+        except NoRoom:  # another placement took the room first: counted afresh, the next best (or a wait)
+            log.info("Daemon %s filled up meanwhile; placing again", member.describe())
+        except (EngineError, LaunchError) as err:
+            if pool.single or not await went_away(member, engine_for, err):
                 raise
-            note_down(member, str(err))
             failed[member.name] = str(err)
-            log.warning("Daemon %s failed the start (%s); trying the next one", member.describe(), err)
-        except NoRoom:
-            failed[member.name] = f"full ({member.max_containers}/{member.max_containers})"
-            log.info("Daemon %s filled up meanwhile; trying the next one", member.describe())
+            log.warning("Daemon %s went away during the start (%s); trying the next one", member.describe(), err)
+
+
+async def went_away(member: Member, engine_for: EngineFor, err: Exception) -> bool:
+    """Did a start on ``member`` fail because the daemon is going or gone (it shuts down, and its
+    last answers are errors of any kind)? Then it is noted down, and the start goes elsewhere."""
+    if isinstance(err, EngineError) and err.unreachable:
+        note_down(member, str(err))
+        return True
+    try:
+        async with engine_for(member) as engine:
+            await asyncio.wait_for(engine.ping(), PROBE_SECONDS)
+        return False
+    except (EngineError, asyncio.TimeoutError) as probe:
+        note_down(member, str(probe))
+        return True
 
 
 async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_for: EngineFor, log: Any, *,
@@ -191,12 +231,13 @@ async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_f
     if not exclude:
         for member in pool.matching(pin, wanted):
             try:
-                async with engine_for(member) as engine:
-                    if await engine.find(labels):
-                        return member
+                found = await listing(member)
             except EngineError as err:
                 if not err.unreachable:
                     raise
+                continue
+            if any(all(c["Labels"].get(k) == v for k, v in labels.items()) for c in found):
+                return member
     while True:
         placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=exclude)
         if placement.member is not None:

@@ -31,7 +31,7 @@ from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
 from remote_docker.logs import LogFollower, container_log, recent_lines
-from remote_docker.placement import PlacementError, admission, daemon_for_start
+from remote_docker.placement import PlacementError, admission, daemon_for_start, invalidate, went_away
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
 
@@ -155,19 +155,24 @@ class ContainerTrigger(BaseTrigger):
             launch = Launch(image=spec.image, body=spec.create_body(labels), name=spec.container_name,
                             pull=self.start.get("pull", "missing"),
                             missing_executable=self.start.get("missing_executable", Launch.missing_executable))
-            hook, full = self.hook(), {}
+            hook, gone = self.hook(), {}
             pool = await hook.apool()
             while True:  # a daemon that fills up between placement and create is left out and the next one tried
                 member = await daemon_for_start(pool, labels, hook.engine, self.log, pin=self.start.get("pin"),
                                                 wanted=self.start.get("daemon_labels"), poll_interval=self.poll_interval,
-                                                exclude=full)
+                                                exclude=gone)
                 self.daemon = member.name
-                async with hook.engine(member) as engine:
-                    try:
+                try:
+                    async with hook.engine(member) as engine:
                         started = await start_once(engine, launch, labels, self.log, admit=admission(member))
                         break
-                    except NoRoom:
-                        full = {} if len(full) + 1 >= len(pool.members) else {**full, member.name: "filled up"}
+                except NoRoom:  # another start took the room first: placed again on fresh counts (or it waits)
+                    invalidate(member)
+                except (EngineError, LaunchError) as err:
+                    if pool.single or not await went_away(member, hook.engine, err):
+                        raise
+                    self.log.warning("Daemon %s went away during the start (%s); trying the next one", member.describe(), err)
+                    gone = {**gone, member.name: str(err)}
         except (SpecError, LaunchError, PlacementError) as err:
             return WatchEnd("error", None, message=str(err), retryable=isinstance(err, PlacementError), daemon=self.daemon)
         self.container_id, self._created_here = started.container_id, started.created

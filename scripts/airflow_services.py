@@ -36,7 +36,7 @@ _T = TypeVar("_T")
 def wait_until(check: Callable[[], _T], timeout: float, what: str | Callable[[], str], every: float = 0.3) -> _T:
     """Poll ``check()`` until it returns something truthy and return that; after ``timeout`` seconds raise
     TimeoutError naming ``what`` (text, or a function giving it at that moment). A 404 from the REST API
-    (a run, task or log that does not exist yet) counts as not yet."""
+    (a run, task or log that does not exist yet) and a call that times out count as not yet."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -45,6 +45,9 @@ def wait_until(check: Callable[[], _T], timeout: float, what: str | Callable[[],
         except urllib.error.HTTPError as err:
             if err.code != 404:
                 raise
+        except (TimeoutError, urllib.error.URLError) as err:  # a busy api-server: ask again until the deadline
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{what() if callable(what) else what}: not within {timeout:g}s ({err})") from None
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what() if callable(what) else what}: not within {timeout:g}s")
         time.sleep(every)

@@ -5,7 +5,7 @@
     python scripts/postgres.py stop STATE_DIR
 
 The cluster lives in STATE_DIR (owned by the ``postgres`` user, which PostgreSQL needs when we are
-root), listens on 127.0.0.1 only on a free port with its socket in STATE_DIR, and trusts local
+root: its parent folders must let that user through, as /tmp does), listens on 127.0.0.1 only on a free port with its socket in STATE_DIR, and trusts local
 connections (a throwaway test database). Only the server this script started is ever stopped.
 """
 

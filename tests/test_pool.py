@@ -384,7 +384,7 @@ def test_a_routing_file_routes_tasks_through_airflows_cluster_policy(airflow_env
     (tmp_path / "airflow_local_settings.py").write_text(
         f"from remote_docker.routing import task_policy_from\ntask_policy = task_policy_from({str(routes)!r})\n")
     run = airflow_env.dags_test("rd_pool_routed", extra_env={
-        "AIRFLOW_CONN_RD_POOL": pool.connection_json(), "PYTHONPATH": f"{tmp_path}:{airflow_env.env['PYTHONPATH']}"})
+        "AIRFLOW_CONN_RD_POOL": pool.connection_json(d0={}), "PYTHONPATH": f"{tmp_path}:{airflow_env.env['PYTHONPATH']}"})
     assert where(pool, run, "routed_by_file") == ["d2"] and run["routed_by_file"].xcom == "routed"
     assert where(pool, run, "told_by_the_dag") == ["d0"], "what the DAG says wins over the file"
 
