@@ -20,12 +20,13 @@ import asyncio
 from typing import Any
 
 from remote_docker import compat
-from remote_docker.logs import LogFollower
+from remote_docker.logs import LogFollower, unread_log_bytes
 
 KEY = "remote_docker_log_checkpoint"
 # A checkpoint is written this long after the cursor it records was taken, so every line it
 # covers has certainly reached the log before a crash could lose it.
 LAG = 2.0
+DRAIN_POLL = 0.1
 
 
 def _where(ti: Any) -> dict[str, Any]:
@@ -83,15 +84,15 @@ class Checkpoints:
             follower.resumed_midway()
             self.log.warning(
                 "--- remote-docker: a new triggerer resumes this log at its checkpoint; lines the container wrote "
-                "after %s may appear twice (up to %gs of them) ---",
-                follower.cursor.since or "its start", self.interval + LAG,
+                "after %s may appear twice ---", follower.cursor.since or "its start",
             )
         else:
             # a first checkpoint at once, so a successor knows it resumes (and says so) even if we die early
             await self._save(follower.cursor.to_dict(), follower.counts)
 
     async def keep(self, follower: LogFollower) -> None:
-        """Save the cursor every ``interval`` seconds (each ``LAG`` after it was taken) until cancelled."""
+        """Save the cursor every ``interval`` seconds (each ``LAG`` after it was taken, and only once the
+        supervisor has read every line logged before it) until cancelled."""
         saved_since = follower.cursor.since
         while True:
             await asyncio.sleep(max(self.interval - LAG, 0.5))
@@ -99,9 +100,22 @@ class Checkpoints:
             if cursor["since"] == saved_since:
                 continue
             await asyncio.sleep(LAG)
+            if not await self._supervisor_caught_up(follower):
+                continue  # the older checkpoint stands: a successor repeats more, never loses a line
             if not await self._save(cursor, counts):
                 return
             saved_since = cursor["since"]
+
+    async def _supervisor_caught_up(self, follower: LogFollower) -> bool:
+        """Whether the log channel was empty at some moment within ``interval`` from now: then every line
+        logged before the cursor was taken has reached the task's log file."""
+        for _ in range(int(self.interval / DRAIN_POLL) + 1):
+            unread = unread_log_bytes(follower.out)
+            if not unread:  # 0, or unknown (not a socket: a worker or a test's logger; LAG is all we have)
+                return True
+            await asyncio.sleep(DRAIN_POLL)
+        self.log.debug("The triggerer's supervisor is behind on this log; the checkpoint waits")
+        return False
 
     async def _load(self) -> dict | None:
         from airflow.sdk.execution_time.xcom import XCom

@@ -50,6 +50,14 @@ END_IN_TRIGGERER = airflow_at_least("3.3.0")
 # keeps running after a user ends its deferred task (remote-docker prune removes such orphans).
 ON_KILL_WHILE_DEFERRED = airflow_at_least("3.3.0")
 
+# 3.3 also calls on_kill when a triggerer finds that another one took its trigger over (its heartbeat
+# lapsed, Trigger.assign_unassigned handed the trigger on): cancel_triggers can't tell that from a user's
+# action (apache/airflow#73454, open). The task is still deferred then, so the trigger asks before it
+# stops anything. Set the release that merges the fix here.
+ON_KILL_ON_HANDOVER_FIXED_IN: str | None = None
+ON_KILL_ON_HANDOVER = ON_KILL_WHILE_DEFERRED and not (
+    ON_KILL_ON_HANDOVER_FIXED_IN and airflow_at_least(ON_KILL_ON_HANDOVER_FIXED_IN))
+
 # task_state_store (a per-task-instance record that survives tries) is in the task context from 3.3:
 # it tells a try that crashed before deferring from one a user ended. Older Airflow reattaches to any
 # running container of an earlier try.

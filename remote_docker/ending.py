@@ -70,6 +70,22 @@ def possible_here() -> bool:
     return not get_listener_manager().has_listeners
 
 
+def state_key(task_id: str, map_index: int) -> str:
+    """How Airflow's get_task_states names a task instance within a run."""
+    return task_id if map_index < 0 else f"{task_id}_{map_index}"
+
+
+async def task_state(ti: Any) -> str | None:
+    """This task instance's state, asked of Airflow through the triggerer's supervisor (3.3+)."""
+    from airflow.sdk.execution_time.comms import GetTaskStates
+    from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+    answer = await SUPERVISOR_COMMS.asend(GetTaskStates(dag_id=ti.dag_id, map_index=ti.map_index,
+                                                        task_ids=[ti.task_id], run_ids=[ti.run_id]))
+    per_run = (getattr(answer, "task_states", None) or {}).get(ti.run_id) or {}
+    return per_run.get(state_key(ti.task_id, ti.map_index))
+
+
 async def end_task(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: Any) -> Any | None:
     """The ``TaskSuccessEvent`` that ends the task here, or None to resume on a worker instead."""
     from airflow.sdk.execution_time.xcom import XCom

@@ -5,6 +5,11 @@ result, and a cursor another follower can go on from (``logstream`` turns the st
 
 from __future__ import annotations
 
+import fcntl
+import os
+import stat
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -64,6 +69,22 @@ class RecentLines:
 
 
 recent_lines = RecentLines()
+
+
+def unread_log_bytes(out: Any) -> int | None:
+    """Bytes this process logged through ``out`` that its supervisor has not read yet, or None if unknown.
+
+    A task or trigger process logs to a socket its supervisor reads between its other work (in a
+    triggerer 4 KiB a loop; it falls behind under load). What sits in that socket is lost if both die:
+    checkpoints wait for it to drain. Linux reports a unix socket's unread bytes as its outgoing queue.
+    """
+    try:
+        fd = out._logger._file.fileno()  # structlog's bound logger -> Airflow's BytesLogger -> the log channel
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return None
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

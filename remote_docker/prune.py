@@ -29,6 +29,7 @@ from airflow.sdk import BaseOperator
 
 from remote_docker.compat import AirflowException
 from remote_docker.connection import DEFAULT_CONN_ID
+from remote_docker.ending import state_key
 from remote_docker.engine import Engine, EngineError
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.pool import Member
@@ -181,7 +182,7 @@ def states_from_task_sdk(context: Any) -> StateLookup:
                 continue
             for key in wanted:
                 per_run = answer.get(key[1]) or {}
-                found[key] = per_run.get(key[2] if key[3] < 0 else f"{key[2]}_{key[3]}", per_run.get(key[2]))
+                found[key] = per_run.get(state_key(key[2], key[3]), per_run.get(key[2]))
         return found
 
     return lookup

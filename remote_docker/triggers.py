@@ -220,8 +220,13 @@ class ContainerTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user marked the task failed/success or cleared it while deferred: stop the container.
 
-        Airflow >= 3.3 calls this only for user actions, never for a triggerer shutdown or hand-over.
+        Airflow >= 3.3 calls this for user actions, never for a triggerer shutdown; 3.3 also calls it
+        when another triggerer took this trigger over (``compat.ON_KILL_ON_HANDOVER``).
         """
+        if await self._handed_over():
+            self.log.info("This trigger moved to another triggerer, which watches the container on; "
+                          "nothing is stopped.")
+            return
         async with self.hook().engine() as engine:
             if self.container_id:
                 await self._stop(engine, self.container_id)
@@ -231,6 +236,18 @@ class ContainerTrigger(BaseTrigger):
                     await engine.remove(container["Id"])  # it never ran
                 else:
                     await self._stop(engine, container["Id"])
+
+    async def _handed_over(self) -> bool:
+        """Whether on_kill came from a hand-over: a user's action takes the task out of deferred first."""
+        ti = self.task_instance_in_triggerer
+        if not compat.ON_KILL_ON_HANDOVER or ti is None:
+            return False
+        try:
+            state = await ending.task_state(ti)
+        except Exception as err:  # Airflow won't say: act as asked, as Airflow meant a user's action
+            self.log.warning("Could not read this task's state (%s); taking on_kill as a user's action.", err)
+            return False
+        return state == "deferred"
 
     async def _stop(self, engine: Engine, container_id: str) -> None:
         self.log.info("Task stopped by a user: stopping container %s (grace %ss)", container_id[:12], self.stop_timeout)

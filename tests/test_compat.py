@@ -61,6 +61,19 @@ def test_on_kill_while_deferred_follows_the_base_trigger() -> None:
     assert hasattr(BaseTrigger, "on_kill") == compat.ON_KILL_WHILE_DEFERRED
 
 
+def test_on_kill_on_handover_holds_while_the_triggerer_cancels_every_dropped_trigger_as_a_user_action() -> None:
+    """apache/airflow#73454: until it lands, update_triggers sends every trigger that left this triggerer's
+    assignment (a user's action or a hand-over alike) to the cancel that runs on_kill."""
+    if not compat.ON_KILL_WHILE_DEFERRED:
+        assert not compat.ON_KILL_ON_HANDOVER
+        return
+    from airflow.jobs import triggerer_job_runner
+
+    source = inspect.getsource(triggerer_job_runner.TriggerRunnerSupervisor.update_triggers)
+    tells_apart = "assign_unassigned" in source or "reassigned" in source
+    assert compat.ON_KILL_ON_HANDOVER == (not tells_apart)
+
+
 def test_task_state_store_is_in_the_task_context_from_3_3() -> None:
     from airflow.sdk.definitions import context
 
@@ -68,7 +81,7 @@ def test_task_state_store_is_in_the_task_context_from_3_3() -> None:
 
 
 @pytest.mark.parametrize("gate", ["START_IN_TRIGGERER", "TRIGGER_XCOMS", "END_IN_TRIGGERER", "ON_KILL_WHILE_DEFERRED",
-                                  "TASK_STATE_STORE"])
+                                  "ON_KILL_ON_HANDOVER", "TASK_STATE_STORE"])
 def test_every_gate_of_3_3_is_on_exactly_from_3_3(gate: str) -> None:
     assert getattr(compat, gate) == (MINOR >= (3, 3))
 

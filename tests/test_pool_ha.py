@@ -3,6 +3,7 @@ TLS daemons on loopback. One triggerer SIGKILLed mid-run; one daemon stopped whi
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -104,6 +105,38 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
         assert marked == moved, (moved, marked)
     spread = {index for task in tasks for index in homes(pool, dag_id, run_id, task)}
     assert spread == {0, 1, 2}, "the pool's three daemons all took containers"
+    remove_run(pool, dag_id, run_id)
+
+
+def test_a_paused_triggerer_hands_over_without_stopping_a_container(services: AirflowServices, pool: Pool) -> None:
+    """A triggerer whose heartbeat lapses (here: its process paused) loses its triggers to the other; when
+    it wakes, 3.3 calls on_kill for each (apache/airflow#73454). Nothing may stop: the task is still deferred."""
+    dag_id = "rd_ha_handover"
+    tasks = [f"p{i}" for i in range(6)]
+    run_id = services.trigger(dag_id)
+    jobs = triggerer_jobs(services)
+    wait_until(lambda: all(assignments(services, dag_id, run_id).get(t) for t in tasks), 120, "all six triggers assigned")
+    shared = assignments(services, dag_id, run_id)
+    victim = "triggerer" if list(shared.values()).count(jobs[0]) >= list(shared.values()).count(jobs[1]) else "triggerer-2"
+    victim_job, survivor_job = (jobs[0], jobs[1]) if victim == "triggerer" else (jobs[1], jobs[0])
+    moved = [task for task, job in shared.items() if job == victim_job]
+    folder = services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    pid = services.procs[victim].pid  # the supervisor only: its trigger runner goes on, unheard
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: all(assignments(services, dag_id, run_id).get(t) == survivor_job for t in moved), 60,
+                   lambda: f"the survivor holding {moved} ({assignments(services, dag_id, run_id)})")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert services.wait_run(dag_id, run_id, timeout=180) == "success", services.states(dag_id, run_id)
+    for task in tasks:
+        assert len(homes(pool, dag_id, run_id, task)) == 1, f"{task}: exactly one container"
+        lines = services.task_log(dag_id, run_id, task).splitlines()
+        assert f"done-{task}" in lines and "line30" in lines, f"{task}: its container ran to the end"
+    if compat.ON_KILL_ON_HANDOVER:  # the woken triggerer was told to kill each moved trigger, and did not stop it
+        said = [t for t in moved if "moved to another triggerer" in
+                (folder / f"task_id={t}" / f"attempt=1.log.trigger.{victim_job}.log").read_text(errors="replace")]
+        assert said == moved, (moved, said)
     remove_run(pool, dag_id, run_id)
 
 

@@ -32,3 +32,7 @@ with DAG("rd_ha_new_tasks", schedule=None, start_date=START, catchup=False, max_
     for i in range(6):
         RemoteDockerOperator(task_id=f"new{i}", image=IMAGE, network_mode="none", command=["echo", f"placed-{i}"],
                              remote_docker_conn_id="rd_pool", auto_remove="never")
+
+with DAG("rd_ha_handover", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
+    for i in range(6):
+        ticking(f"p{i}", 30, retries=0)
