@@ -42,7 +42,7 @@ class Outcome:
         either way. ``explain`` may turn the failure into the task's own exception."""
         succeeded = False
         try:
-            info = await engine.inspect(end.container_id) if end.status not in ("error", "gone") else None
+            info = await self._inspect(engine, end, log) if end.status not in ("error", "gone") else None
             try:
                 await self.judge(engine, end, info)
             except AirflowException as err:
@@ -57,6 +57,19 @@ class Outcome:
                     await engine.remove(end.container_id)
                 except EngineError as err:
                     log.warning("Could not remove container %s: %s", end.container_id[:12], err)
+
+    async def _inspect(self, engine: Engine, end: WatchEnd, log: Any) -> dict[str, Any] | None:
+        """A fresh inspect; when the daemon can't be reached now, the exit the trigger saw (a failure
+        stays that failure, with its own reason, instead of becoming "connection refused")."""
+        try:
+            return await engine.inspect(end.container_id)
+        except EngineError as err:
+            if not (err.unreachable and end.status == "exited" and end.exit_code != 0):
+                raise
+            log.warning("Can't reach the daemon to confirm how container %s ended (%s); going by what the "
+                        "trigger saw.", end.container_id[:12], err)
+            return {"Id": end.container_id, "State": {"Running": False, "ExitCode": end.exit_code,
+                                                      "OOMKilled": end.oom_killed}}
 
     async def judge(self, engine: Engine, end: WatchEnd, info: dict[str, Any] | None) -> None:
         """Raise the exception that ends the task, or return if the container succeeded."""

@@ -71,7 +71,7 @@ def test_on_kill_on_handover_holds_while_the_triggerer_cancels_every_dropped_tri
 
     source = inspect.getsource(triggerer_job_runner.TriggerRunnerSupervisor.update_triggers)
     tells_apart = "assign_unassigned" in source or "reassigned" in source
-    assert compat.ON_KILL_ON_HANDOVER == (not tells_apart)
+    assert compat.ON_KILL_ON_HANDOVER is not tells_apart
 
 
 def test_task_state_store_is_in_the_task_context_from_3_3() -> None:
