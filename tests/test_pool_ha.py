@@ -30,16 +30,25 @@ def services(daemon: Daemon, pool: Pool, postgres: str, tmp_path_factory) -> Ite
                               # a dead triggerer's triggers are taken over after this many seconds without a heartbeat
                               "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
                           }) as found:
-        wait_until(lambda: len(triggerer_jobs(found)) == 1, 60, "the first triggerer's job row")
-        found.start_component("triggerer-2")
-        wait_until(lambda: len(triggerer_jobs(found)) == 2, 60, "the second triggerer's job row")
+        (JOBS["triggerer"],) = wait_until(lambda: triggerer_jobs(found), 60, "the first triggerer's job row")
+        start_triggerer(found, "triggerer-2")
         yield found
 
 
+JOBS: dict[str, int] = {}  # component name -> the job id of its running triggerer
+
+
 def triggerer_jobs(services: AirflowServices) -> list[int]:
-    """Running triggerer job ids, oldest first: the first is component 'triggerer', the second 'triggerer-2'."""
+    """Triggerer job ids in state running (a SIGKILLed one's row stays so), oldest first."""
     rows = services.query("select id from job where job_type = ? and state = ? order by id", ("TriggererJob", "running"))
     return [row[0] for row in rows]
+
+
+def start_triggerer(services: AirflowServices, name: str) -> None:
+    """Start a triggerer component and note its job id."""
+    before = set(triggerer_jobs(services))
+    services.start_component(name)
+    JOBS[name] = wait_until(lambda: min(set(triggerer_jobs(services)) - before, default=None), 60, f"{name}'s job row")
 
 
 def assignments(services: AirflowServices, dag_id: str, run_id: str) -> dict[str, int | None]:
@@ -73,7 +82,7 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
     dag_id = "rd_ha_triggerers"
     tasks = [f"t{i:02d}" for i in range(12)]
     run_id = services.trigger(dag_id)
-    jobs = triggerer_jobs(services)
+    jobs = [JOBS["triggerer"], JOBS["triggerer-2"]]
     folder = services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
 
     def streaming(task: str, job: int) -> bool:  # that triggerer's own log for the task holds container lines
@@ -97,7 +106,7 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
     try:
         assert services.wait_run(dag_id, run_id, timeout=240) == "success", services.states(dag_id, run_id)
     finally:
-        services.start_component(victim)
+        start_triggerer(services, victim)
     for task in tasks:
         assert len(homes(pool, dag_id, run_id, task)) == 1, f"{task}: exactly one container, wherever it ran"
         lines = services.task_log(dag_id, run_id, task).splitlines()
@@ -117,7 +126,7 @@ def test_a_paused_triggerer_hands_over_without_stopping_a_container(services: Ai
     dag_id = "rd_ha_handover"
     tasks = [f"p{i}" for i in range(6)]
     run_id = services.trigger(dag_id)
-    jobs = triggerer_jobs(services)
+    jobs = [JOBS["triggerer"], JOBS["triggerer-2"]]
     wait_until(lambda: all(assignments(services, dag_id, run_id).get(t) for t in tasks), 120, "all six triggers assigned")
     shared = assignments(services, dag_id, run_id)
     victim = "triggerer" if list(shared.values()).count(jobs[0]) >= list(shared.values()).count(jobs[1]) else "triggerer-2"
