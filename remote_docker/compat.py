@@ -58,6 +58,11 @@ ON_KILL_ON_HANDOVER_FIXED_IN: str | None = None
 ON_KILL_ON_HANDOVER = ON_KILL_WHILE_DEFERRED and not (
     ON_KILL_ON_HANDOVER_FIXED_IN and airflow_at_least(ON_KILL_ON_HANDOVER_FIXED_IN))
 
+# The connection form's extra fields come from the provider info's conn-fields from 3.2 (apache/airflow#60410).
+# 3.1 reads them only from a hook's wtforms widgets, which need the FAB provider: there the TLS settings
+# go in the connection's Extra JSON (same keys), and the form shows only host and port.
+CONNECTION_FORM_FIELDS = airflow_at_least("3.2.0")
+
 # task_state_store (a per-task-instance record that survives tries) is in the task context from 3.3:
 # it tells a try that crashed before deferring from one a user ended. Older Airflow reattaches to any
 # running container of an earlier try.

@@ -74,6 +74,12 @@ def test_on_kill_on_handover_holds_while_the_triggerer_cancels_every_dropped_tri
     assert compat.ON_KILL_ON_HANDOVER is not tells_apart
 
 
+def test_connection_form_fields_follow_the_providers_manager() -> None:
+    from airflow import providers_manager
+
+    assert ("conn-fields" in inspect.getsource(providers_manager)) == compat.CONNECTION_FORM_FIELDS
+
+
 def test_task_state_store_is_in_the_task_context_from_3_3() -> None:
     from airflow.sdk.definitions import context
 
