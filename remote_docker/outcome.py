@@ -64,7 +64,7 @@ class Outcome:
         try:
             return await engine.inspect(end.container_id)
         except EngineError as err:
-            if not (err.unreachable and end.status == "exited" and end.exit_code != 0):
+            if not (err.unreachable and end.status == "exited" and end.exit_code not in (None, 0)):
                 raise
             log.warning("Can't reach the daemon to confirm how container %s ended (%s); going by what the "
                         "trigger saw.", end.container_id[:12], err)

@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from airflow_services import AirflowServices, wait_until
@@ -68,6 +69,18 @@ def homes(pool: Pool, dag_id: str, run_id: str, task_id: str) -> list[int]:
     return found
 
 
+def trigger_log(services: AirflowServices, dag_id: str, run_id: str, task_id: str, job: int) -> Path:
+    """The log one triggerer job wrote for a task's trigger."""
+    return services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}" / f"attempt=1.log.trigger.{job}.log"
+
+
+def busier(shared: dict[str, int]) -> tuple[str, int, int]:
+    """(component, its job, the other's job) for the triggerer holding more of ``shared``'s triggers."""
+    first, second = JOBS["triggerer"], JOBS["triggerer-2"]
+    counts = list(shared.values())
+    return ("triggerer", first, second) if counts.count(first) >= counts.count(second) else ("triggerer-2", second, first)
+
+
 def remove_run(pool: Pool, dag_id: str, run_id: str) -> None:
     """The run's containers, gone from every daemon: later tests count what occupies the pool."""
     for daemon in pool.daemons:
@@ -82,11 +95,9 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
     dag_id = "rd_ha_triggerers"
     tasks = [f"t{i:02d}" for i in range(12)]
     run_id = services.trigger(dag_id)
-    jobs = [JOBS["triggerer"], JOBS["triggerer-2"]]
-    folder = services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
 
     def streaming(task: str, job: int) -> bool:  # that triggerer's own log for the task holds container lines
-        path = folder / f"task_id={task}" / f"attempt=1.log.trigger.{job}.log"
+        path = trigger_log(services, dag_id, run_id, task, job)
         return path.exists() and '"event":"line' in path.read_text(errors="replace")
 
     def settled() -> dict[str, int] | None:
@@ -96,10 +107,9 @@ def test_two_triggerers_share_the_load_and_one_killed_loses_nothing(services: Ai
         return now if ready else None
 
     shared = wait_until(settled, 150, lambda: f"all twelve triggers assigned and streaming ({assignments(services, dag_id, run_id)})")
-    per_triggerer = {job: list(shared.values()).count(job) for job in jobs}
+    per_triggerer = {job: list(shared.values()).count(job) for job in JOBS.values()}
     assert all(count >= 12 - CAPACITY for count in per_triggerer.values()), per_triggerer
-    victim = "triggerer" if per_triggerer[jobs[0]] >= per_triggerer[jobs[1]] else "triggerer-2"
-    victim_job = jobs[0 if victim == "triggerer" else 1]
+    victim, victim_job, _ = busier(shared)
     moved = [task for task, job in shared.items() if job == victim_job]
     time.sleep(CHECKPOINT_INTERVAL + CHECKPOINT_LAG + 1)  # each of its triggers has saved a checkpoint
     services.stop_component(victim, sig=signal.SIGKILL)
@@ -126,13 +136,10 @@ def test_a_paused_triggerer_hands_over_without_stopping_a_container(services: Ai
     dag_id = "rd_ha_handover"
     tasks = [f"p{i}" for i in range(6)]
     run_id = services.trigger(dag_id)
-    jobs = [JOBS["triggerer"], JOBS["triggerer-2"]]
     wait_until(lambda: all(assignments(services, dag_id, run_id).get(t) for t in tasks), 120, "all six triggers assigned")
     shared = assignments(services, dag_id, run_id)
-    victim = "triggerer" if list(shared.values()).count(jobs[0]) >= list(shared.values()).count(jobs[1]) else "triggerer-2"
-    victim_job, survivor_job = (jobs[0], jobs[1]) if victim == "triggerer" else (jobs[1], jobs[0])
+    victim, victim_job, survivor_job = busier(shared)
     moved = [task for task, job in shared.items() if job == victim_job]
-    folder = services.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     pid = services.procs[victim].pid  # the supervisor only: its trigger runner goes on, unheard
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -147,7 +154,7 @@ def test_a_paused_triggerer_hands_over_without_stopping_a_container(services: Ai
         assert f"done-{task}" in lines and "line30" in lines, f"{task}: its container ran to the end"
     if compat.ON_KILL_ON_HANDOVER:  # the woken triggerer was told to kill each moved trigger, and did not stop it
         said = [t for t in moved if "moved to another triggerer" in
-                (folder / f"task_id={t}" / f"attempt=1.log.trigger.{victim_job}.log").read_text(errors="replace")]
+                trigger_log(services, dag_id, run_id, t, victim_job).read_text(errors="replace")]
         assert said == moved, (moved, said)
     remove_run(pool, dag_id, run_id)
 
