@@ -1,15 +1,14 @@
 """Waiting for room on a pool: every daemon a task may use is at its ``max_containers``.
 
 The task defers to ``CapacityTrigger``, which holds no worker slot: it asks the candidate daemons for
-their counts every ``poll_interval`` seconds (the same one cheap list call placement makes) and fires
-when one has room. The task then resumes on a worker and is placed as any other; should a burst have
+their counts (the same one cheap list call placement makes) every ``poll_interval`` seconds, and
+again as soon as a container this triggerer watches ends, and fires when one has room. The task then resumes on a worker and is placed as any other; should a burst have
 taken the room first, it waits again. It creates and removes nothing, so it can run any number of
 times. ``execution_timeout`` counts while it waits: past the deadline the task fails as a timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from remote_docker.connection import DaemonConfigError
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.placement import PlacementError, place, task_key
+from remote_docker.placement import PlacementError, place, room_or_timeout, task_key
 
 if TYPE_CHECKING:
     from remote_docker.operators import RemoteDockerOperator
@@ -58,7 +57,8 @@ class CapacityTrigger(BaseTrigger):
                 yield TriggerEvent({"room": None, "timeout": True})
                 return
             try:
-                placement = await place(await hook.apool(), task_key(self.labels), pin=self.pin, labels=self.daemon_labels)
+                placement = await place(await hook.apool(), task_key(self.labels), pin=self.pin, labels=self.daemon_labels,
+                                        hold=False)  # the worker places it again when the task resumes
             except (PlacementError, DaemonConfigError) as err:  # none answers now: they may come back
                 self.log.warning("Waiting for room: %s", err)
             else:
@@ -67,7 +67,7 @@ class CapacityTrigger(BaseTrigger):
                                   time.monotonic() - waited_from, placement.describe())
                     yield TriggerEvent({"room": placement.member.name})
                     return
-            await asyncio.sleep(self.poll_interval)
+            await room_or_timeout(self.poll_interval)
 
 
 def trigger_for(op: RemoteDockerOperator, labels: dict[str, str], deadline: float | None) -> CapacityTrigger:

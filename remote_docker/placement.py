@@ -3,11 +3,15 @@
 Default least busy: each candidate's containers that carry our labels and are running or
 created-but-not-started (a burst's containers count from the moment they exist), counted with one
 filtered list call per daemon and kept for ``COUNT_SECONDS``, so a burst of tasks placed together
-costs each daemon one call per second per process. Equal loads are broken by a hash of the task and
-the daemon (rendezvous hashing), so tasks placed in the same second by separate worker processes,
-which see the same counts, spread instead of piling onto one daemon. ``max_containers`` is a hard
-limit: a daemon at it is skipped, and ``over_capacity`` catches the burst that filled it between a
-count and a create (the youngest containers beyond the limit give way).
+costs each daemon one call per second per process. A placement made in this process holds its slot
+(a ``Reservation``) until its container exists and a listing taken after that shows it, so a listing
+fetched while a create is under way does not make the slot look free. Equal loads are broken by a
+hash of the task and the daemon (rendezvous hashing), so tasks placed in the same second by separate
+worker processes, which see the same counts, spread instead of piling onto one daemon.
+``max_containers`` is a hard limit: a daemon at it is skipped, and ``over_capacity`` catches the
+burst that filled it between a count and a create (the youngest containers beyond the limit give
+way). Tasks waiting for room in a triggerer look again as soon as a container it watches ends
+(``room_freed``), not only every ``poll_interval``.
 
 A daemon that does not answer within ``PROBE_SECONDS`` is skipped and remembered as down for
 ``DOWN_SECONDS`` in this process; the task goes to the next best. None reachable: one line naming
@@ -21,7 +25,7 @@ import hashlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +40,38 @@ EngineFor = Callable[[Member], AbstractAsyncContextManager[Engine]]  # RemoteDoc
 COUNT_SECONDS = 1.0
 PROBE_SECONDS = 2.0
 DOWN_SECONDS = 30.0
+HOLD_SECONDS = 60.0  # a reservation neither created nor released by then is dropped (its starter died)
+WAIT_LOG_SECONDS = 60.0  # a task waiting for room says so when it starts waiting, then this often
 # ours and occupying a slot: running, or made and about to run
 _OCCUPYING = ("created", "running", "restarting", "paused")
 
 
 class PlacementError(Exception):
     """No daemon of the pool can take the container; the message names each one and why."""
+
+
+@dataclass(eq=False)
+class Reservation:
+    """A slot a placement in this process took, which the daemon's listing may not show yet."""
+
+    at: float = field(default_factory=time.monotonic)
+    created_at: float | None = None  # the container exists from here on: a listing sent later shows it
+    released: bool = False
+
+    def created(self) -> None:
+        self.created_at = time.monotonic()
+
+    def release(self) -> None:
+        """Nothing was made after all (the start failed or gave way)."""
+        self.released = True
+
+    def counts(self, listed_at: float, now: float) -> bool:
+        """Whether this slot is still missing from a listing sent at ``listed_at``."""
+        if self.released:
+            return False
+        if self.created_at is not None:
+            return self.created_at > listed_at
+        return now - self.at < HOLD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -51,6 +81,7 @@ class Placement:
     member: Member | None
     loads: dict[str, int] = field(default_factory=dict)  # daemon name -> containers counted
     skipped: dict[str, str] = field(default_factory=dict)  # daemon name -> why it was passed over
+    reservation: Reservation = field(default_factory=Reservation, compare=False)  # the slot taken on ``member``
 
     def describe(self) -> str:
         counts = ", ".join(f"{name} {count}" for name, count in self.loads.items())
@@ -65,12 +96,14 @@ class _Health:
 
     listings: dict[str, tuple[float, list[dict[str, Any]]]] = field(default_factory=dict)
     down_until: dict[str, tuple[float, str]] = field(default_factory=dict)
-    reserved: dict[str, list[float]] = field(default_factory=dict)
+    reserved: dict[str, list[Reservation]] = field(default_factory=dict)
 
 
 _health = _Health()
 # one listing per daemon in flight per event loop: the triggers a triggerer starts at once share it
 _inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
+# set when a container of ours ends in this event loop: tasks waiting for room look again
+_room_freed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = weakref.WeakKeyDictionary()
 
 
 def forget() -> None:
@@ -88,6 +121,22 @@ def note_down(member: Member, reason: str) -> None:
 def invalidate(member: Member) -> None:
     """The member's listing is out of date (a placement there just lost a race): ask again next time."""
     _health.listings.pop(member.url, None)
+
+
+def room_freed(url: str) -> None:
+    """A container of ours on the daemon at ``url`` ended (watched in this event loop): tasks waiting
+    here for room count afresh now rather than at their next poll."""
+    event = _room_freed.pop(asyncio.get_running_loop(), None)
+    if event is not None:  # someone waits
+        _health.listings.pop(url, None)
+        event.set()
+
+
+async def room_or_timeout(seconds: float) -> None:
+    """Sleep ``seconds``, or less if a container ends in this event loop meanwhile (``room_freed``)."""
+    event = _room_freed.setdefault(asyncio.get_running_loop(), asyncio.Event())
+    with suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
 
 
 async def occupying(engine: Engine, bound: float | None = None) -> list[dict[str, Any]]:
@@ -115,21 +164,26 @@ async def _fetch(member: Member) -> list[dict[str, Any]]:
     return found
 
 
-async def _load(member: Member) -> int | str:
-    """The member's count of ours that hold a slot, with this process's placements since the listing,
-    or why it can't be had (unreachable, down, refused)."""
+async def _reach(member: Member) -> list[dict[str, Any]] | str:
+    """The member's listing, or why it can't be had (unreachable, down, refused)."""
     now = time.monotonic()
     down = _health.down_until.get(member.url)
     if down and down[0] > now:
         return f"down ({down[1]}; not asked again for {down[0] - now:.0f}s)"
     try:
-        found = await listing(member)
+        return await listing(member)
     except EngineError as err:
         reason = f"no answer within {PROBE_SECONDS:g}s" if "no answer within" in str(err) else str(err)
         note_down(member, reason)
         return reason
+
+
+def _load(member: Member, found: list[dict[str, Any]]) -> int:
+    """The member's count of ours that hold a slot: the listing's, and this process's reservations it
+    can't show yet. Synchronous, so a count and the reservation made from it can't be split by an await."""
+    now = time.monotonic()
     taken = _health.listings.get(member.url, (now, found))[0]
-    reserved = _health.reserved[member.url] = [t for t in _health.reserved.get(member.url, []) if t > taken]
+    reserved = _health.reserved[member.url] = [r for r in _health.reserved.get(member.url, []) if r.counts(taken, now)]
     return sum(1 for c in found if c["State"] in _OCCUPYING) + len(reserved)
 
 
@@ -138,10 +192,13 @@ def _affinity(task_key: str, member: Member) -> str:
 
 
 async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
-                labels: Mapping[str, str] | None = None, exclude: Mapping[str, str] | None = None) -> Placement:
+                labels: Mapping[str, str] | None = None, exclude: Mapping[str, str] | None = None,
+                hold: bool = True) -> Placement:
     """The daemon for the task ``task_key`` (its labels joined), or a Placement with no member when every
-    candidate is full. ``exclude``: daemons that just failed this task (name -> why). Raises
-    ``PlacementError`` when none answers, ``DaemonConfigError`` for a bad pin or labels."""
+    candidate is full. ``exclude``: daemons that just failed this task (name -> why). ``hold``: the caller
+    creates the container and marks ``reservation`` created or released; else (a probe, which creates
+    nothing here) the slot counts only until the next listing. Raises ``PlacementError`` when none
+    answers, ``DaemonConfigError`` for a bad pin or labels."""
     exclude = dict(exclude or {})
     candidates = [m for m in pool.matching(pin, labels) if m.name not in exclude]
     if not candidates:
@@ -149,8 +206,9 @@ async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
         raise PlacementError(f"no daemon of {pool.source} could take the container ({tried})")
     if len(candidates) == 1 and candidates[0].max_containers is None and not exclude:
         return Placement(candidates[0])  # nothing to weigh: no call at all
-    results = await asyncio.gather(*(_load(m) for m in candidates))
-    loads = {m.name: r for m, r in zip(candidates, results, strict=True) if isinstance(r, int)}
+    results = await asyncio.gather(*(_reach(m) for m in candidates))
+    # counted after every await: the tasks woken together by room_freed each see the others' reservations
+    loads = {m.name: _load(m, r) for m, r in zip(candidates, results, strict=True) if not isinstance(r, str)}
     skipped = {m.name: r for m, r in zip(candidates, results, strict=True) if isinstance(r, str)}
     if not loads:
         skipped.update(exclude)
@@ -164,8 +222,9 @@ async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
     least = min(loads[m.name] for m in room)
     tied = [m for m in room if loads[m.name] == least]
     chosen = max(tied, key=lambda m: _affinity(task_key, m))
-    _health.reserved.setdefault(chosen.url, []).append(time.monotonic())  # counts until the next listing shows it
-    return Placement(chosen, loads, {**skipped, **full})
+    reservation = Reservation() if hold else Reservation(created_at=time.monotonic())
+    _health.reserved.setdefault(chosen.url, []).append(reservation)
+    return Placement(chosen, loads, {**skipped, **full}, reservation)
 
 
 async def over_capacity(engine: Engine, member: Member, container_id: str) -> bool:
@@ -194,9 +253,10 @@ async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, st
             return placement
         if not pool.single:
             log.info("Placing the container on %s (%s)", member.describe(), placement.describe())
+        container_id = None
         try:
             async with engine_for(member) as engine:
-                return member, await launch.start(engine, log, admit=admission(member))
+                container_id = await launch.start(engine, log, admit=admission(member, placement.reservation))
         except NoRoom:  # another placement took the room first: counted afresh, the next best (or a wait)
             log.info("Daemon %s filled up meanwhile; placing again", member.describe())
         except (EngineError, LaunchError) as err:
@@ -204,6 +264,11 @@ async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, st
                 raise
             failed[member.name] = str(err)
             log.warning("Daemon %s went away during the start (%s); trying the next one", member.describe(), err)
+        else:
+            return member, container_id
+        finally:
+            if container_id is None:  # nothing of it is left (a start that fails removes what it made)
+                placement.reservation.release()
 
 
 async def went_away(member: Member, engine_for: EngineFor, err: Exception) -> bool:
@@ -223,11 +288,12 @@ async def went_away(member: Member, engine_for: EngineFor, err: Exception) -> bo
 
 async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_for: EngineFor, log: Any, *,
                            pin: str | None, wanted: Mapping[str, str] | None, poll_interval: float,
-                           exclude: Mapping[str, str] | None = None) -> Member:
+                           exclude: Mapping[str, str] | None = None) -> tuple[Member, Reservation]:
     """For a start in the triggerer: the daemon that holds this try's container already (an earlier run of
-    the trigger made it), else the placed one, waiting for room as long as it takes (no worker waits)."""
+    the trigger made it), else the placed one and the slot held there (the caller marks it created or
+    released), waiting for room as long as it takes (no worker waits)."""
     if pool.single:
-        return pool.members[0]
+        return pool.members[0], Reservation()
     if not exclude:
         for member in pool.matching(pin, wanted):
             try:
@@ -237,23 +303,28 @@ async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_f
                     raise
                 continue
             if any(all(c["Labels"].get(k) == v for k, v in labels.items()) for c in found):
-                return member
+                return member, Reservation()
+    said_at = None
     while True:
         placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=exclude)
         if placement.member is not None:
             log.info("Placing the container on %s (%s)", placement.member.describe(), placement.describe())
-            return placement.member
-        log.info("Every daemon this task may use is full (%s); waiting for room.", placement.describe())
-        await asyncio.sleep(poll_interval)
+            return placement.member, placement.reservation
+        if said_at is None or time.monotonic() - said_at >= WAIT_LOG_SECONDS:
+            log.info("Every daemon this task may use is full (%s); waiting for room.", placement.describe())
+            said_at = time.monotonic()
+        await room_or_timeout(poll_interval)
 
 
-def admission(member: Member) -> Callable[[Engine, str], Awaitable[bool]] | None:
-    """``Launch.start``'s admit check for a member with ``max_containers`` (see ``over_capacity``)."""
-    return (lambda engine, cid: _admitted(engine, member, cid)) if member.max_containers else None
+def admission(member: Member, slot: Reservation) -> Callable[[Engine, str], Awaitable[bool]]:
+    """``Launch.start``'s admit check, asked once the container exists: the slot is marked created (so the
+    next listing, which shows the container, replaces it), and on a member with ``max_containers`` the
+    container is refused if it is beyond the limit (see ``over_capacity``)."""
+    async def admit(engine: Engine, container_id: str) -> bool:
+        slot.created()
+        return not member.max_containers or not await over_capacity(engine, member, container_id)
 
-
-async def _admitted(engine: Engine, member: Member, container_id: str) -> bool:
-    return not await over_capacity(engine, member, container_id)
+    return admit
 
 
 def task_key(labels: Mapping[str, str]) -> str:

@@ -31,7 +31,7 @@ from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
 from remote_docker.logs import LogFollower, container_log, recent_lines
-from remote_docker.placement import PlacementError, admission, daemon_for_start, invalidate, went_away
+from remote_docker.placement import PlacementError, admission, daemon_for_start, invalidate, room_freed, went_away
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
 
@@ -138,6 +138,8 @@ class ContainerTrigger(BaseTrigger):
             end = await self._start() if self.start else None
             async with self.hook().engine() as engine:
                 end = end or await self._watch(engine, follower)
+                if end.status in ("exited", "gone", "timeout"):
+                    room_freed(engine.url)  # a task of this triggerer waiting for room on this daemon looks now
                 if end.succeeded and (how := self._ending_here()):
                     task_end = await ending.end_task(engine, end, how, self.task_instance, self.log)
         except (DaemonConfigError, EngineError) as err:
@@ -158,14 +160,15 @@ class ContainerTrigger(BaseTrigger):
             hook, gone = self.hook(), {}
             pool = await hook.apool()
             while True:  # a daemon that fills up between placement and create is left out and the next one tried
-                member = await daemon_for_start(pool, labels, hook.engine, self.log, pin=self.start.get("pin"),
-                                                wanted=self.start.get("daemon_labels"), poll_interval=self.poll_interval,
-                                                exclude=gone)
+                member, slot = await daemon_for_start(pool, labels, hook.engine, self.log, pin=self.start.get("pin"),
+                                                      wanted=self.start.get("daemon_labels"),
+                                                      poll_interval=self.poll_interval, exclude=gone)
                 self.daemon = member.name
+                started = None
                 try:
                     async with hook.engine(member) as engine:
-                        started = await start_once(engine, launch, labels, self.log, admit=admission(member))
-                        break
+                        started = await start_once(engine, launch, labels, self.log, admit=admission(member, slot))
+                    break
                 except NoRoom:  # another start took the room first: placed again on fresh counts (or it waits)
                     invalidate(member)
                 except (EngineError, LaunchError) as err:
@@ -173,6 +176,11 @@ class ContainerTrigger(BaseTrigger):
                         raise
                     self.log.warning("Daemon %s went away during the start (%s); trying the next one", member.describe(), err)
                     gone = {**gone, member.name: str(err)}
+                finally:
+                    if started is None:  # nothing of it is left (a start that fails removes what it made)
+                        slot.release()
+                    elif slot.created_at is None:  # it adopted a container an earlier run made
+                        slot.created()
         except (SpecError, LaunchError, PlacementError) as err:
             return WatchEnd("error", None, message=str(err), retryable=isinstance(err, PlacementError), daemon=self.daemon)
         self.container_id, self._created_here = started.container_id, started.created

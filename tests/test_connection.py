@@ -226,3 +226,34 @@ def test_concurrent_lookups_of_one_connection_share_one_request(monkeypatch) -> 
     assert shared == ["connection a"] * 20 + ["connection b"]
     assert all(isinstance(err, RuntimeError) for err in failed)
     assert asked == ["a", "b", "broken", "broken", "a"]
+
+
+def test_parsed_tls_material_is_reused_until_a_file_changes(pki: Path, tmp_path: Path) -> None:
+    """Every trigger resolves the connection: the keys are parsed once, yet a replaced file is read
+    again and a certificate's dates are checked on every lookup."""
+    client = pki / "client"
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_bytes((client / name).read_bytes())
+    extras = {"ca_cert": str(tmp_path / "ca.pem"), "client_cert": str(tmp_path / "cert.pem"),
+              "client_key": str(tmp_path / "key.pem")}
+    first = build_config(host="tcp://d:1", extras=extras, source="c").tls
+    assert build_config(host="tcp://d:1", extras=extras, source="c").tls is first
+
+    cert_path, key_path = expired_client(pki, tmp_path)  # the files are replaced in place by an expired pair
+    (tmp_path / "cert.pem").write_bytes(cert_path.read_bytes())
+    (tmp_path / "key.pem").write_bytes(key_path.read_bytes())
+    with pytest.raises(DaemonConfigError, match=r"cert.pem expired on .*; issue a new client certificate"):
+        build_config(host="tcp://d:1", extras=extras, source="c")
+
+    (tmp_path / "cert.pem").write_bytes((client / "cert.pem").read_bytes())
+    (tmp_path / "key.pem").write_bytes((client / "key.pem").read_bytes())
+    again = build_config(host="tcp://d:1", extras=extras, source="c").tls
+    assert again.cert_pem == first.cert_pem
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365 * 30)  # the cached pair, checked against a later clock
+    from remote_docker.connection import PemSource, load_tls_material
+
+    sources = [PemSource(extras[name], f"c {name}") for name in ("ca_cert", "client_cert", "client_key")]
+    assert load_tls_material(*sources, verify=True, hostname=None, where="c") is \
+        load_tls_material(*sources, verify=True, hostname=None, where="c")
+    with pytest.raises(DaemonConfigError, match=r"cert.pem expired on .*; issue a new client certificate"):
+        load_tls_material(*sources, verify=True, hostname=None, where="c", now=later)

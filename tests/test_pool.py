@@ -195,6 +195,50 @@ def test_max_containers_is_a_hard_limit_and_a_full_pool_says_so(pool: Pool) -> N
             clear(daemon, ids)
 
 
+def test_a_slot_placed_here_stays_taken_until_its_container_shows_in_a_listing(pool: Pool) -> None:
+    """A listing fetched while the placed container is still being created does not free its slot: the
+    reservation holds until the start says the container exists (or gave up), and a listing taken after
+    that counts the container itself."""
+    held = occupied(pool)[0]
+    members = pool_of(pool, d0={"max_containers": held + 1})
+
+    async def scenario() -> list[str | None]:
+        first = await placement.place(members, "t1", pin="d0")
+        placement.invalidate(first.member)  # a fresh listing, which can't show the container yet
+        during = await placement.place(members, "t2", pin="d0")
+        first.reservation.release()  # its start failed: nothing was made
+        after_release = await placement.place(members, "t3", pin="d0")
+        after_release.reservation.created()  # its container exists now (made below, before the next listing)
+        return [first.member and first.member.name, during.member and during.member.name,
+                after_release.member and after_release.member.name]
+
+    made: list[str] = []
+    try:
+        assert asyncio.run(scenario()) == ["d0", None, "d0"]
+        made = occupy(pool.daemons[0], 1)
+        placement.invalidate(members.members[0])
+        assert asyncio.run(placement.place(members, "t4", pin="d0")).member is None  # the listing counts it now
+    finally:
+        clear(pool.daemons[0], made)
+
+
+def test_a_task_waiting_for_room_looks_again_as_soon_as_a_container_ends_here(pool: Pool) -> None:
+    members = pool_of(pool)
+    member = members.members[1]
+
+    async def scenario() -> tuple[float, bool]:
+        await placement.listing(member)
+        waiter = asyncio.create_task(placement.room_or_timeout(30))
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        placement.room_freed(member.url)
+        await waiter
+        return time.monotonic() - began, member.url in placement._health.listings
+
+    waited, still_cached = asyncio.run(scenario())
+    assert waited < 1 and not still_cached  # woken at once, and the next count asks the daemon afresh
+
+
 def test_the_youngest_container_beyond_the_limit_gives_way(pool: Pool) -> None:
     """Two placements that saw room at once both create: the later one (by creation time) steps back."""
     held = occupied(pool)[0]
