@@ -6,7 +6,8 @@ scheduler + triggerer, LocalExecutor).
 ideal makespan 20 s. Measured: the makespan against 1.3 x 20 s plus the per-task overhead (one 10 s task
 alone, minus its 10 s), the spread (containers per daemon), and the same run with one daemon stopped 5 s
 into its containers' run (at t=5 s of the run nothing has started yet on this machine): every failed task
-must be one whose container was on it, each with a one-line reason.
+must be one whose container was on it, each with a one-line reason. Beside it, the machine's own floor:
+the same containers through docker-py alone (no Airflow), ten at a time per daemon.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import ROOT, Daemon, Result
@@ -119,6 +121,37 @@ def _stop_once_running(daemon: Daemon, after: float) -> None:
     tls_dockerd.stop(daemon.state)
 
 
+def machine_floor(daemons: list[Daemon]) -> dict[str, float]:
+    """The same 60 containers through docker-py alone, no Airflow: ten at a time per daemon, each next one
+    started the moment one ends there. What the three dockerds sharing this machine's cores can do."""
+    slots = [threading.Semaphore(MAX) for _ in daemons]
+    began = time.monotonic()
+    starts: list[float] = []
+    ends: list[float] = []
+
+    def one(i: int) -> None:
+        daemon = daemons[i % len(daemons)]
+        client = daemon.client()
+        try:
+            with slots[i % len(daemons)]:
+                body = client.api.create_host_config(network_mode="none")
+                container = client.api.create_container("bench/p1-ours:1", ["sh", "-c", f"echo start; sleep {T}; echo done"],
+                                                        host_config=body)["Id"]
+                client.api.start(container)
+                starts.append(time.monotonic() - began)
+                client.api.wait(container)
+                ends.append(time.monotonic() - began)
+            client.api.remove_container(container, force=True)
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(N) as pool:
+        list(pool.map(one, range(N)))
+    starts.sort()
+    return {"makespan_s": round(max(ends), 2), "wave1_last_start_s": round(starts[N // 2 - 1], 2),
+            "wave2_last_start_s": round(starts[-1], 2)}
+
+
 def _clean_up(daemons: list[Daemon], pg_state: Path) -> None:
     postgres.remove(pg_state)
     for extra in daemons[1:]:
@@ -136,6 +169,7 @@ def run(daemon: Daemon, work: Path) -> Result:
     except BaseException:
         _clean_up(daemons, pg_state)
         raise
+    floor = machine_floor(daemons)  # before Airflow starts: the daemons' own limit on this machine
     services = services_for(daemon, work / "p6-home", 64, BENCH_P6_N=str(N), BENCH_P6_T=str(T))
     services.database_url = database
     services.extra_env["AIRFLOW_CONN_RD_BENCH_POOL"] = pool_connection(daemons)
@@ -166,6 +200,7 @@ def run(daemon: Daemon, work: Path) -> Result:
     unexplained = [t for t, f in failed.items() if not f["reason"] or "\n" in f["reason"]]
     figures = {"tasks": N, "t_s": T, "max_containers_per_daemon": MAX, "daemons": 3,
                "per_task_overhead_s": overhead, "ideal_s": 2 * T, "bound_s": bound,
+               "machine_floor_docker_py_alone": floor, "floor_plus_overhead_s": round(floor["makespan_s"] + overhead, 2),
                "makespan_s": full["makespan_s"], "failed": full["failed"], "containers_per_daemon": spread, "waves_s": waves,
                "one_daemon_stopped_5s_into_its_containers": {"makespan_s": down["makespan_s"], "wall_s": down_elapsed,
                                            "failed": len(failed), "failed_beyond_the_stopped_daemon": beyond,

@@ -22,7 +22,24 @@ _RUNNING_STATES = ("running", "paused", "restarting")
 
 
 class LaunchError(Exception):
-    """The container can't be started as asked; the message names the daemon, the cause and the fix."""
+    """The container can't be started as asked; the message names the daemon, the cause and the fix.
+    ``status``: the daemon's HTTP status, when it answered (5xx: the daemon failed, not the request)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def daemon_fault(self) -> bool:
+        """The daemon itself failed, not the request: its containerd or network store went away (as when it
+        shuts down: it still answers pings), so another daemon may well succeed. A server error that is
+        the task's own (an unknown user, a working_dir under a file) is not: it fails the same anywhere."""
+        lowered = str(self).lower()
+        return self.status is not None and self.status >= 500 and any(mark in lowered for mark in _DAEMON_FAULTS)
+
+
+# what dockerd says when its own parts fail under it (seen while a daemon stops: P6 in BENCHMARKS.md)
+_DAEMON_FAULTS = ("transport is closing", "code = unavailable", "containerd.sock", "failed to update store for object type")
 
 
 class NoRoom(Exception):
@@ -61,7 +78,7 @@ class Launch:
         except BaseException as err:
             await _remove_quietly(engine, container_id, log)
             if isinstance(err, EngineError) and not err.unreachable:
-                raise LaunchError(self.explain(err, engine, "starting the container")) from None
+                raise LaunchError(self.explain(err, engine, "starting the container"), err.status) from None
             raise
         log.info("Started container %s from %s on %s", container_id[:12], self.image, engine.url)
         return container_id
@@ -75,7 +92,7 @@ class Launch:
                     continue
                 if err.unreachable:
                     raise
-                raise LaunchError(self.explain(err, engine, "creating the container")) from None
+                raise LaunchError(self.explain(err, engine, "creating the container"), err.status) from None
             for warning in warnings:
                 log.warning("Docker: %s", warning)
             return container_id

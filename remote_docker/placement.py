@@ -260,15 +260,24 @@ async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, st
         except NoRoom:  # another placement took the room first: counted afresh, the next best (or a wait)
             log.info("Daemon %s filled up meanwhile; placing again", member.describe())
         except (EngineError, LaunchError) as err:
-            if pool.single or not await went_away(member, engine_for, err):
+            if pool.single or not await failed_here(member, engine_for, err):
                 raise
             failed[member.name] = str(err)
-            log.warning("Daemon %s went away during the start (%s); trying the next one", member.describe(), err)
+            log.warning("Daemon %s failed the start (%s); trying the next one", member.describe(), err)
         else:
             return member, container_id
         finally:
             if container_id is None:  # nothing of it is left (a start that fails removes what it made)
                 placement.reservation.release()
+
+
+async def failed_here(member: Member, engine_for: EngineFor, err: Exception) -> bool:
+    """Is a failed start on ``member`` the daemon's fault, so another daemon of the pool should try: it went
+    away (``went_away``), or its own parts failed under it (``LaunchError.daemon_fault``: a daemon shutting
+    down fails starts with containerd's "transport is closing" while it still answers pings)."""
+    if isinstance(err, LaunchError) and err.daemon_fault:
+        return True
+    return await went_away(member, engine_for, err)
 
 
 async def went_away(member: Member, engine_for: EngineFor, err: Exception) -> bool:

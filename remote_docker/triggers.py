@@ -31,7 +31,7 @@ from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
 from remote_docker.logs import LogFollower, container_log, recent_lines
-from remote_docker.placement import PlacementError, admission, daemon_for_start, invalidate, room_freed, went_away
+from remote_docker.placement import PlacementError, admission, daemon_for_start, failed_here, invalidate, room_freed
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
 
@@ -172,9 +172,9 @@ class ContainerTrigger(BaseTrigger):
                 except NoRoom:  # another start took the room first: placed again on fresh counts (or it waits)
                     invalidate(member)
                 except (EngineError, LaunchError) as err:
-                    if pool.single or not await went_away(member, hook.engine, err):
+                    if pool.single or not await failed_here(member, hook.engine, err):
                         raise
-                    self.log.warning("Daemon %s went away during the start (%s); trying the next one", member.describe(), err)
+                    self.log.warning("Daemon %s failed the start (%s); trying the next one", member.describe(), err)
                     gone = {**gone, member.name: str(err)}
                 finally:
                     if started is None:  # nothing of it is left (a start that fails removes what it made)

@@ -90,6 +90,25 @@ def test_a_hook_on_a_pool_must_be_told_which_daemon(tls_files) -> None:
     assert hook.config.url == "https://b:1"
 
 
+def test_a_start_the_daemon_itself_failed_is_tried_elsewhere_but_a_task_error_is_not() -> None:
+    """The daemon's own words, seen on this machine: a dockerd stopping mid-start (P6), and a task's mistakes."""
+    from remote_docker.launch import LaunchError
+
+    url = "starting the container on https://127.0.0.1:54319"
+    stopping = [LaunchError(f"{url}: transport is closing: unavailable", 500),
+                LaunchError(f"{url}: failed to update store for object type *libnetwork.endpoint: open : no such file "
+                            "or directory", 500)]
+    own = [LaunchError(f"{url}: unable to find user nouser: no matching entries in passwd file", 500),
+           LaunchError(f'{url}: failed to create shim task: OCI runtime create failed: exec: "/nonexistent"', 400),
+           LaunchError("the image x has no such executable (...); check command and entrypoint")]
+    assert [e.daemon_fault for e in stopping + own] == [True, True, False, False, False]
+
+    def never(member):  # a daemon fault needs no probe of the daemon
+        raise AssertionError("probed")
+
+    assert all(asyncio.run(placement.failed_here(None, never, err)) for err in stopping)
+
+
 # --------------------------------------------------------------------------- placement on real daemons
 
 
