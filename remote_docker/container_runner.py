@@ -39,6 +39,12 @@ def main():
         except ImportError:
             fail(CANT_READ_ARGUMENTS, f"the container's {python} can't import {serializer}; "
                                       f"install it in the image or use serializer='pickle'")
+    worker_minor = ".".join(call["worker_python"].split(".")[:2])
+    if serializer == "cloudpickle" and worker_minor != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        # cloudpickle ships functions as bytecode, which only the same Python minor runs correctly
+        fail(CANT_READ_ARGUMENTS, f"the container's {python} can't run what cloudpickle wrote on the worker's "
+                                  f"Python {call['worker_python']} (it needs the same Python minor on both sides); "
+                                  f"use an image with Python {worker_minor}, or serializer='pickle'")
     try:
         with open(os.path.join(HERE, call["input"]), "rb") as handle:
             raw = handle.read()

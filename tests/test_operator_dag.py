@@ -34,7 +34,8 @@ def run(request, airflow_env: AirflowEnv) -> DagRunResult:
 def error_line(run: DagRunResult, task_id: str) -> str:
     """The exception line the task failed with (one line, no traceback soup in the message)."""
     for line in run[task_id].log:
-        if line.startswith(("airflow.sdk.exceptions.", "remote_docker.")) and ": " in line:
+        # Airflow 3.1 raises AirflowException / AirflowFailException from airflow.exceptions, 3.2+ from airflow.sdk
+        if line.startswith(("airflow.sdk.exceptions.", "airflow.exceptions.", "remote_docker.")) and ": " in line:
             return line.split(": ", 1)[1]
     raise AssertionError(f"no error line for {task_id}:\n" + run[task_id].text()[-3000:])
 
