@@ -148,8 +148,8 @@ def main() -> int:
         outcomes.append(outcome)
         print(f"matrix: {cell.name}: {'ok' if outcome.passed else 'FAILED'} in {outcome.seconds}s ({outcome.summary})",
               flush=True)
-    WORK.mkdir(exist_ok=True)
-    (WORK / "results.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2))
+        # after every cell, so a run stopped part-way keeps what it found
+        (WORK / "results.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2))
     print("\n| Airflow | Python | result | time | tests |\n|---|---|---|---|---|")
     for o in outcomes:
         print(f"| {VERSIONS['airflow'][o.airflow]['version']}{' (lowest deps)' if 'lowest' in o.cell else ''} | "
