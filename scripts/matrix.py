@@ -3,6 +3,7 @@
     scripts/matrix                   every Airflow minor x every Python, then the lowest aiodocker / docker-py
     scripts/matrix --quick           the oldest and newest corners only, with the short subset (CI)
     scripts/matrix --cell 3.2/3.12   one cell (Airflow minor / Python)
+    scripts/matrix --lowest          the lowest aiodocker / docker-py cell only
 
 A cell installs this package with its test extras, the Airflow release and that release's pins, and runs
 the cell's tests against a real mutual-TLS dockerd (each test run starts its own): the import-time
@@ -129,10 +130,13 @@ def cells(args: argparse.Namespace) -> list[tuple[Cell, list[str]]]:
             raise SystemExit(f"matrix: --cell {args.cell} is not in scripts/versions.toml; "
                              f"use one of {', '.join(minors)} / {', '.join(pythons)}")
         return [(Cell(airflow, python), CELL_TESTS)]
+    lowest = (Cell(VERSIONS["default"], "3.11", lowest=True), CELL_TESTS)
+    if args.lowest:
+        return [lowest]
     if args.quick:
         return [(Cell(minors[0], pythons[0]), QUICK_TESTS), (Cell(minors[-1], pythons[-1]), QUICK_TESTS)]
     every = [(Cell(airflow, python), CELL_TESTS) for airflow in minors for python in pythons]
-    return [*every, (Cell(VERSIONS["default"], "3.11", lowest=True), CELL_TESTS)]
+    return [*every, lowest]
 
 
 def main() -> int:
@@ -140,6 +144,7 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="the oldest and newest corners, short subset (CI)")
     group.add_argument("--cell", help="one cell, e.g. 3.2/3.12")
+    group.add_argument("--lowest", action="store_true", help="the lowest aiodocker / docker-py cell only")
     args = parser.parse_args()
     outcomes = []
     for cell, tests in cells(args):
