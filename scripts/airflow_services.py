@@ -59,6 +59,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+SQLITE_SETTINGS = "remote_docker_test_sqlite"  # a module the harness writes into AIRFLOW_HOME/config
+
+
 @dataclass
 class AirflowServices:
     airflow: Path  # the `airflow` executable
@@ -96,7 +99,8 @@ class AirflowServices:
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
             "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": self.connection_json,
-            **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url} if self.database_url else {}),
+            **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url} if self.database_url else
+               {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_SETTINGS}.CONNECT_ARGS"}),
             **self.extra_env,
         }
 
@@ -107,6 +111,12 @@ class AirflowServices:
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        if not self.database_url:
+            # SQLite's default 5 s busy timeout is shorter than the write locks the DAG processor and the
+            # scheduler hold while a fresh home fills up on 2 cores (Airflow 3.2.2 on Python 3.12: the first
+            # POST /dagRuns failed with "database is locked"); AIRFLOW_HOME/config is on every component's path
+            (self.home / "config").mkdir(exist_ok=True)
+            (self.home / "config" / f"{SQLITE_SETTINGS}.py").write_text("CONNECT_ARGS = {'timeout': 30}\n")
         migrated = self.cli("db", "migrate", timeout=300)
         if migrated.returncode:
             raise RuntimeError(f"airflow db migrate failed: {migrated.stderr[-2000:]}")
