@@ -17,7 +17,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from remote_docker.connection import DaemonConfigError
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.placement import PlacementError, place, room_or_timeout, task_key
+from remote_docker.placement import PlacementError, place, room_mark, room_or_timeout, task_key
 
 if TYPE_CHECKING:
     from remote_docker.operators import RemoteDockerOperator
@@ -56,6 +56,7 @@ class CapacityTrigger(BaseTrigger):
             if self.deadline is not None and time.time() >= self.deadline:
                 yield TriggerEvent({"room": None, "timeout": True})
                 return
+            mark = room_mark()
             try:
                 placement = await place(await hook.apool(), task_key(self.labels), pin=self.pin, labels=self.daemon_labels,
                                         hold=False)  # the worker places it again when the task resumes
@@ -67,7 +68,7 @@ class CapacityTrigger(BaseTrigger):
                                   time.monotonic() - waited_from, placement.describe())
                     yield TriggerEvent({"room": placement.member.name})
                     return
-            await room_or_timeout(self.poll_interval)
+            await room_or_timeout(self.poll_interval, since=mark)
 
 
 def trigger_for(op: RemoteDockerOperator, labels: dict[str, str], deadline: float | None) -> CapacityTrigger:

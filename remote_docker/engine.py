@@ -24,6 +24,7 @@ import aiohttp
 from remote_docker.clients import shrink_tls_read_buffer, small_tls_buffers, stream_tls_buffer_bytes
 from remote_docker.connection import DaemonConfig
 from remote_docker.errors import DaemonError, explain
+from remote_docker.gate import start_slot
 
 ErrorKind = Literal["unreachable", "gone", "conflict", "api"]
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -128,7 +129,12 @@ class Engine:
         await self._call("copying files to", container.put_archive("/", archive), bound=self.config.timeout + len(archive) / 1e6)
 
     async def start(self, container_id: str) -> None:
-        await self._call("starting a container on", self.docker.containers.container(container_id).start())
+        """Start a created container, as many at a time per daemon as it has CPUs (``gate``)."""
+        async with start_slot(self.url, self._cpus):
+            await self._call("starting a container on", self.docker.containers.container(container_id).start())
+
+    async def _cpus(self) -> int | None:
+        return (await self.info()).get("NCPU")
 
     async def stop(self, container_id: str, grace: int) -> bool:
         """SIGTERM, then SIGKILL after ``grace`` seconds; False if it was not running or is gone."""

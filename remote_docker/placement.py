@@ -11,7 +11,9 @@ worker processes, which see the same counts, spread instead of piling onto one d
 ``max_containers`` is a hard limit: a daemon at it is skipped, and ``over_capacity`` catches the
 burst that filled it between a count and a create (the youngest containers beyond the limit give
 way). Tasks waiting for room in a triggerer look again as soon as a container it watches ends
-(``room_freed``), not only every ``poll_interval``.
+(``room_freed``, told by the watch the moment the daemon says it stopped), not only every
+``poll_interval``; an end while a waiter is counting is not lost (``room_mark``), and a container seen
+ending here counts as gone in every listing from then on, so the next count needs no new call.
 
 A daemon that does not answer within ``PROBE_SECONDS`` is skipped and remembered as down for
 ``DOWN_SECONDS`` in this process; the task goes to the next best. None reachable: one line naming
@@ -41,6 +43,7 @@ COUNT_SECONDS = 1.0
 PROBE_SECONDS = 2.0
 DOWN_SECONDS = 30.0
 HOLD_SECONDS = 60.0  # a reservation neither created nor released by then is dropped (its starter died)
+ENDED_SECONDS = 30.0  # a container seen ending here counts as gone this long (its daemon's listing shows it by then)
 WAIT_LOG_SECONDS = 60.0  # a task waiting for room says so when it starts waiting, then this often
 # ours and occupying a slot: running, or made and about to run
 _OCCUPYING = ("created", "running", "restarting", "paused")
@@ -97,13 +100,22 @@ class _Health:
     listings: dict[str, tuple[float, list[dict[str, Any]]]] = field(default_factory=dict)
     down_until: dict[str, tuple[float, str]] = field(default_factory=dict)
     reserved: dict[str, list[Reservation]] = field(default_factory=dict)
+    ended: dict[str, dict[str, float]] = field(default_factory=dict)  # url -> {container id: when seen ending here}
+
+
+@dataclass
+class _RoomSignal:
+    """Containers ended in one event loop so far, and the event the tasks waiting for room sleep on."""
+
+    generation: int = 0
+    event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 _health = _Health()
 # one listing per daemon in flight per event loop: the triggers a triggerer starts at once share it
 _inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
-# set when a container of ours ends in this event loop: tasks waiting for room look again
-_room_freed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = weakref.WeakKeyDictionary()
+# bumped when a container of ours ends in this event loop: tasks waiting for room look again
+_room: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _RoomSignal] = weakref.WeakKeyDictionary()
 
 
 def forget() -> None:
@@ -111,6 +123,7 @@ def forget() -> None:
     _health.listings.clear()
     _health.down_until.clear()
     _health.reserved.clear()
+    _health.ended.clear()
 
 
 def note_down(member: Member, reason: str) -> None:
@@ -123,20 +136,39 @@ def invalidate(member: Member) -> None:
     _health.listings.pop(member.url, None)
 
 
-def room_freed(url: str) -> None:
-    """A container of ours on the daemon at ``url`` ended (watched in this event loop): tasks waiting
-    here for room count afresh now rather than at their next poll."""
-    event = _room_freed.pop(asyncio.get_running_loop(), None)
-    if event is not None:  # someone waits
+def room_freed(url: str, container_id: str | None = None) -> None:
+    """A container of ours on the daemon at ``url`` stopped (watched in this event loop): tasks waiting
+    for room count afresh now rather than at their next poll. With its id it counts as gone in every
+    listing from now on (the daemon's may lag its exit); without, the next count asks the daemon."""
+    if container_id is None:
         _health.listings.pop(url, None)
-        event.set()
+    else:
+        now = time.monotonic()
+        ended = _health.ended[url] = {c: at for c, at in _health.ended.get(url, {}).items() if now - at < ENDED_SECONDS}
+        if container_id in ended:
+            return  # said already
+        ended[container_id] = now
+    signal = _room.get(asyncio.get_running_loop())
+    if signal is not None:
+        signal.generation += 1
+        signal.event.set()
+        signal.event = asyncio.Event()
 
 
-async def room_or_timeout(seconds: float) -> None:
-    """Sleep ``seconds``, or less if a container ends in this event loop meanwhile (``room_freed``)."""
-    event = _room_freed.setdefault(asyncio.get_running_loop(), asyncio.Event())
+def room_mark() -> int:
+    """How many containers have ended in this event loop so far: taken before counting, and given to
+    ``room_or_timeout``, so an end while the count was under way wakes the waiter at once."""
+    return _room.setdefault(asyncio.get_running_loop(), _RoomSignal()).generation
+
+
+async def room_or_timeout(seconds: float, since: int | None = None) -> None:
+    """Sleep ``seconds``, or less if a container ends in this event loop meanwhile (``room_freed``);
+    not at all if one ended after ``room_mark()`` gave ``since``."""
+    signal = _room.setdefault(asyncio.get_running_loop(), _RoomSignal())
+    if since is not None and signal.generation != since:
+        return
     with suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        await asyncio.wait_for(signal.event.wait(), seconds)
 
 
 async def occupying(engine: Engine, bound: float | None = None) -> list[dict[str, Any]]:
@@ -147,44 +179,51 @@ async def occupying(engine: Engine, bound: float | None = None) -> list[dict[str
 async def listing(member: Member) -> list[dict[str, Any]]:
     """Every container of ours on the member (any state), at most ``COUNT_SECONDS`` old; callers in one
     event loop share one request. Raises ``EngineError``."""
+    return (await _listed(member))[1]
+
+
+async def _listed(member: Member) -> tuple[float, list[dict[str, Any]]]:
+    """``listing`` with the moment its request was sent."""
     cached = _health.listings.get(member.url)
     if cached and time.monotonic() - cached[0] < COUNT_SECONDS:
-        return cached[1]
+        return cached
     pending = _inflight.setdefault(asyncio.get_running_loop(), {})
     if member.url not in pending or pending[member.url].done():
         pending[member.url] = asyncio.ensure_future(_fetch(member))
     return await asyncio.shield(pending[member.url])
 
 
-async def _fetch(member: Member) -> list[dict[str, Any]]:
+async def _fetch(member: Member) -> tuple[float, list[dict[str, Any]]]:
     taken = time.monotonic()
     async with shared_async_client(member.config) as client:
         found = await Engine(client, member.config).find({TRY_LABEL: None}, bound=PROBE_SECONDS)
     _health.listings[member.url] = (taken, found)
-    return found
+    return taken, found
 
 
-async def _reach(member: Member) -> list[dict[str, Any]] | str:
-    """The member's listing, or why it can't be had (unreachable, down, refused)."""
+async def _reach(member: Member) -> tuple[float, list[dict[str, Any]]] | str:
+    """The member's listing and when it was sent, or why it can't be had (unreachable, down, refused)."""
     now = time.monotonic()
     down = _health.down_until.get(member.url)
     if down and down[0] > now:
         return f"down ({down[1]}; not asked again for {down[0] - now:.0f}s)"
     try:
-        return await listing(member)
+        return await _listed(member)
     except EngineError as err:
         reason = f"no answer within {PROBE_SECONDS:g}s" if "no answer within" in str(err) else str(err)
         note_down(member, reason)
         return reason
 
 
-def _load(member: Member, found: list[dict[str, Any]]) -> int:
+def _load(member: Member, listed: tuple[float, list[dict[str, Any]]]) -> int:
     """The member's count of ours that hold a slot: the listing's, and this process's reservations it
-    can't show yet. Synchronous, so a count and the reservation made from it can't be split by an await."""
+    can't show (made or created after it was sent). Synchronous, so a count and the reservation made
+    from it can't be split by an await."""
     now = time.monotonic()
-    taken = _health.listings.get(member.url, (now, found))[0]
+    taken, found = listed
     reserved = _health.reserved[member.url] = [r for r in _health.reserved.get(member.url, []) if r.counts(taken, now)]
-    return sum(1 for c in found if c["State"] in _OCCUPYING) + len(reserved)
+    ended = _health.ended.get(member.url, {})
+    return sum(1 for c in found if c["State"] in _OCCUPYING and c["Id"] not in ended) + len(reserved)
 
 
 def _affinity(task_key: str, member: Member) -> str:
@@ -232,7 +271,8 @@ async def over_capacity(engine: Engine, member: Member, container_id: str) -> bo
     racer sees the same order (creation time, then id), so exactly the youngest beyond it give way."""
     if member.max_containers is None:
         return False
-    ordered = await occupying(engine)
+    ended = _health.ended.get(member.url, {})  # stopped, though the daemon may list them as running a moment longer
+    ordered = [c for c in await occupying(engine) if c["Id"] not in ended]
     rank = next((i for i, c in enumerate(ordered) if c["Id"] == container_id), None)
     over = rank is not None and rank >= member.max_containers
     if over:
@@ -315,6 +355,7 @@ async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_f
                 return member, Reservation()
     said_at = None
     while True:
+        mark = room_mark()
         placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=exclude)
         if placement.member is not None:
             log.info("Placing the container on %s (%s)", placement.member.describe(), placement.describe())
@@ -322,7 +363,7 @@ async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_f
         if said_at is None or time.monotonic() - said_at >= WAIT_LOG_SECONDS:
             log.info("Every daemon this task may use is full (%s); waiting for room.", placement.describe())
             said_at = time.monotonic()
-        await room_or_timeout(poll_interval)
+        await room_or_timeout(poll_interval, since=mark)
 
 
 def admission(member: Member, slot: Reservation) -> Callable[[Engine, str], Awaitable[bool]]:

@@ -138,8 +138,10 @@ class ContainerTrigger(BaseTrigger):
             end = await self._start() if self.start else None
             async with self.hook().engine() as engine:
                 end = end or await self._watch(engine, follower)
-                if end.status in ("exited", "gone", "timeout"):
-                    room_freed(engine.url)  # a task of this triggerer waiting for room on this daemon looks now
+                if end.status in ("exited", "gone"):  # (once per container: the watch may have said so)
+                    room_freed(engine.url, self.container_id)
+                elif end.status == "timeout":  # killed, or not: the daemon is asked how many run
+                    room_freed(engine.url)
                 if end.succeeded and (how := self._ending_here()):
                     task_end = await ending.end_task(engine, end, how, self.task_instance, self.log)
         except (DaemonConfigError, EngineError) as err:
@@ -193,8 +195,11 @@ class ContainerTrigger(BaseTrigger):
         return None
 
     async def _watch(self, engine: Engine, follower: LogFollower) -> WatchEnd:
-        watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
-                               give_up_after=self.daemon_lost_timeout, secret_env=self.secret_env)
+        container_id = self.container_id
+        # a task of this triggerer waiting for room on this daemon looks as soon as the daemon says it stopped
+        watch = ContainerWatch(engine, container_id, follower, log=self.log, poll_interval=self.poll_interval,
+                               give_up_after=self.daemon_lost_timeout, secret_env=self.secret_env,
+                               on_exit=lambda: room_freed(engine.url, container_id))
         keeping = await self._resume(follower)
         try:
             return await watch.until_end_or_deadline(self.deadline)

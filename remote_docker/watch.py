@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -30,8 +30,10 @@ class ContainerWatch:
     """One container, one daemon, one follower; ``until_end()`` returns how it ended."""
 
     def __init__(self, engine: Engine, container_id: str, follower: LogFollower, *, log: Any,
-                 poll_interval: float = 2.0, give_up_after: float = 300.0, secret_env: Iterable[str] = ()) -> None:
+                 poll_interval: float = 2.0, give_up_after: float = 300.0, secret_env: Iterable[str] = (),
+                 on_exit: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self.on_exit = on_exit  # told the moment the daemon says it stopped, before the log's end is read
         self.container_id = container_id
         self.follower = follower
         self.log = log
@@ -91,6 +93,8 @@ class ContainerWatch:
                 return self._gone()
             status = info["State"]["Status"]
             if status in ("exited", "dead"):
+                if self.on_exit is not None:
+                    self.on_exit()
                 return await self._ended(info)
             # Still running (the stream dropped), not started yet, or paused: look again shortly.
             await asyncio.sleep(0.2 if self.logs_readable and status == "running" else self.poll_interval)

@@ -258,6 +258,52 @@ def test_a_task_waiting_for_room_looks_again_as_soon_as_a_container_ends_here(po
     assert waited < 1 and not still_cached  # woken at once, and the next count asks the daemon afresh
 
 
+def test_an_end_while_a_waiter_was_counting_is_not_lost() -> None:
+    """The end came after the waiter took its mark and before it went to sleep: it does not sleep at all,
+    and a second report of the same container wakes nobody."""
+    async def scenario() -> tuple[float, float]:
+        mark = placement.room_mark()
+        placement.room_freed("https://127.0.0.1:1", "c1")  # while the waiter was still counting
+        began = time.monotonic()
+        await placement.room_or_timeout(30, since=mark)
+        missed = time.monotonic() - began
+        mark = placement.room_mark()
+        placement.room_freed("https://127.0.0.1:1", "c1")  # the trigger says again what its watch said
+        began = time.monotonic()
+        await placement.room_or_timeout(0.3, since=mark)
+        return missed, time.monotonic() - began
+
+    missed, repeated = asyncio.run(scenario())
+    assert missed < 0.1 and repeated >= 0.3
+
+
+def test_a_container_seen_stopping_here_frees_its_slot_before_the_daemon_lists_it_stopped(pool: Pool) -> None:
+    """The daemon lists a container as running until it has cleaned up after it, a second or more under
+    load; the watch said it stopped, so the count and the limit check leave it out from that moment."""
+    held = occupied(pool)[0]
+    counting = pool_of(pool, d0={"max_containers": held + 2})
+    limiting = pool_of(pool, d0={"max_containers": held + 1})
+    member = counting.members[0]
+    running = occupy(pool.daemons[0], 1)  # still running: stands for one the daemon has not caught up with
+    newcomer = occupy(pool.daemons[0], 1, state="created")  # made after it
+
+    async def over(members) -> bool:
+        async with RemoteDockerHook(None).engine(members.members[0]) as engine:
+            return await placement.over_capacity(engine, members.members[0], newcomer[0])
+
+    async def scenario() -> list:
+        seen = [(await placement.place(counting, "t1", pin="d0", hold=False)).member, await over(limiting)]
+        placement.room_freed(member.url, running[0])
+        return [*seen, (await placement.place(counting, "t2", pin="d0", hold=False)).member, await over(limiting)]
+
+    try:
+        full, over_before, freed, over_after = asyncio.run(scenario())
+    finally:
+        clear(pool.daemons[0], running + newcomer)
+    assert (full, over_before) == (None, True)
+    assert freed is member and over_after is False  # the cached listing still says running: no new call
+
+
 def test_the_youngest_container_beyond_the_limit_gives_way(pool: Pool) -> None:
     """Two placements that saw room at once both create: the later one (by creation time) steps back."""
     held = occupied(pool)[0]
