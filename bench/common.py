@@ -38,7 +38,7 @@ def start_daemon() -> Daemon:
 
 
 def stop_daemon(daemon: Daemon) -> None:
-    tls_dockerd.stop(daemon.state)
+    tls_dockerd.remove(daemon.state)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -13,7 +13,6 @@ the same containers through docker-py alone (no Airflow), ten at a time per daem
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import threading
@@ -155,8 +154,7 @@ def machine_floor(daemons: list[Daemon]) -> dict[str, float]:
 def _clean_up(daemons: list[Daemon], pg_state: Path) -> None:
     postgres.remove(pg_state)
     for extra in daemons[1:]:
-        tls_dockerd.stop(extra.state)
-        shutil.rmtree(extra.state, ignore_errors=True)
+        tls_dockerd.remove(extra.state)
 
 
 def run(daemon: Daemon, work: Path) -> Result:

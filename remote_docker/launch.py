@@ -63,10 +63,8 @@ class Launch:
                     admit: Callable[[Engine, str], Awaitable[bool]] | None = None) -> str:
         """Create and start the container; returns its id. ``admit``, asked once the container exists
         and before it starts, may refuse it (a daemon at its limit): it is removed and ``NoRoom`` raised."""
-        try:
-            await ensure_image(engine, self.image, self.pull, self.credentials, log)
-        except ImageError as err:
-            raise LaunchError(str(err)) from None
+        if self.pull != "missing":  # "missing" asks only when the create says so: one round trip fewer per start
+            await self._ensure_image(engine, log)
         container_id = await self._create(engine, log)
         try:
             if admit is not None and not await admit(engine, container_id):
@@ -83,12 +81,24 @@ class Launch:
         log.info("Started container %s from %s on %s", container_id[:12], self.image, engine.url)
         return container_id
 
+    async def _ensure_image(self, engine: Engine, log: Any) -> None:
+        try:
+            await ensure_image(engine, self.image, self.pull, self.credentials, log)
+        except ImageError as err:
+            raise LaunchError(str(err)) from None
+
     async def _create(self, engine: Engine, log: Any) -> str:
-        for attempt in (1, 2):
+        freed = pulled = False
+        while True:
             try:
                 container_id, warnings = await engine.create(self.body, self.name)
             except EngineError as err:
-                if err.kind == "conflict" and attempt == 1 and await self._free_name(engine, log):
+                if err.kind == "conflict" and not freed and await self._free_name(engine, log):
+                    freed = True
+                    continue
+                if err.kind == "gone" and self.pull == "missing" and not pulled:  # 404 here: no such image
+                    await self._ensure_image(engine, log)
+                    pulled = True
                     continue
                 if err.unreachable:
                     raise
@@ -96,7 +106,6 @@ class Launch:
             for warning in warnings:
                 log.warning("Docker: %s", warning)
             return container_id
-        raise AssertionError("unreachable")
 
     async def _free_name(self, engine: Engine, log: Any) -> bool:
         """``container_name`` is taken: free it if a finished container of an earlier try of this task holds it."""

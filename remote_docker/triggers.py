@@ -138,9 +138,9 @@ class ContainerTrigger(BaseTrigger):
             end = await self._start() if self.start else None
             async with self.hook().engine() as engine:
                 end = end or await self._watch(engine, follower)
-                if end.status in ("exited", "gone"):  # (once per container: the watch may have said so)
-                    room_freed(engine.url, self.container_id)
-                elif end.status == "timeout":  # killed, or not: the daemon is asked how many run
+                # an exit or a removal was told to the waiters by the watch (on_exit) when it saw it; after a
+                # timeout the container was killed, or not: the daemon is asked again how many run
+                if end.status == "timeout":
                     room_freed(engine.url)
                 if end.succeeded and (how := self._ending_here()):
                     task_end = await ending.end_task(engine, end, how, self.task_instance, self.log)

@@ -33,7 +33,7 @@ class ContainerWatch:
                  poll_interval: float = 2.0, give_up_after: float = 300.0, secret_env: Iterable[str] = (),
                  on_exit: Callable[[], None] | None = None) -> None:
         self.engine = engine
-        self.on_exit = on_exit  # told the moment the daemon says it stopped, before the log's end is read
+        self.on_exit = on_exit  # told the moment the daemon says it stopped (or it is gone), before the log's end is read
         self.container_id = container_id
         self.follower = follower
         self.log = log
@@ -156,6 +156,8 @@ class ContainerWatch:
         return self.end("timeout", killed=killed)
 
     def _gone(self) -> WatchEnd:
+        if self.on_exit is not None:
+            self.on_exit()
         self.follower.flush()
         return self.end("gone", message=f"container {self.container_id[:12]} was removed by someone else while "
                                         "the task was deferred")

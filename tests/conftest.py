@@ -62,8 +62,7 @@ def daemon() -> Iterator[Daemon]:
     yield found
     client.close()
     if not reuse:
-        tls_dockerd.stop(state)
-        shutil.rmtree(state, ignore_errors=True)
+        tls_dockerd.remove(state)
 
 
 @dataclass
@@ -106,8 +105,7 @@ def pool(daemon: Daemon) -> Iterator[Pool]:
         yield Pool([daemon, *more])
     finally:
         for extra in more:
-            tls_dockerd.stop(extra.state)
-            shutil.rmtree(extra.state, ignore_errors=True)
+            tls_dockerd.remove(extra.state)
 
 
 @pytest.fixture(scope="module")

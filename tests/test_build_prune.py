@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
 import tempfile
 import time
@@ -78,8 +77,7 @@ def pair(daemon: Daemon) -> Iterator[list[Daemon]]:
         yield found
     finally:
         for one in found:
-            tls_dockerd.stop(one.state)
-            shutil.rmtree(one.state, ignore_errors=True)
+            tls_dockerd.remove(one.state)
 
 
 def labels(dag_id: str, run_id: str, task_id: str) -> dict[str, str]:

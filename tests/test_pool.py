@@ -304,6 +304,41 @@ def test_a_container_seen_stopping_here_frees_its_slot_before_the_daemon_lists_i
     assert freed is member and over_after is False  # the cached listing still says running: no new call
 
 
+def test_the_watch_tells_the_waiters_when_its_container_stops_or_is_removed(pool: Pool) -> None:
+    """on_exit (the waiters' room_freed in a trigger) is called once: when the daemon says the container
+    stopped, and when someone else removed it."""
+    import logging
+
+    from remote_docker.logs import LogFollower
+    from remote_docker.watch import ContainerWatch
+
+    client = pool.daemons[0].client()
+    body = {"Image": "rd-test/busybox:latest", "HostConfig": {"NetworkMode": "none"}, "Labels": labels_for("watched")}
+    exits = client.api.create_container_from_config({**body, "Cmd": ["sh", "-c", "echo bye; sleep 1"]})["Id"]
+    removed = client.api.create_container_from_config({**body, "Cmd": ["sleep", "300"]})["Id"]
+    for container_id in (exits, removed):
+        client.api.start(container_id)
+    log = logging.getLogger("test.watch")
+
+    async def watch(container_id: str) -> tuple[str, int]:
+        told: list[float] = []
+        async with RemoteDockerHook(None).engine(pool_of(pool).members[0]) as engine:
+            follower = LogFollower(log)
+            watcher = ContainerWatch(engine, container_id, follower, log=log, poll_interval=0.2,
+                                     on_exit=lambda: told.append(time.monotonic()))
+            if container_id == removed:
+                asyncio.get_running_loop().call_later(1.0, client.api.remove_container, removed, True, False, True)
+            end = await watcher.until_end()
+        return end.status, len(told)
+
+    try:
+        assert asyncio.run(watch(exits)) == ("exited", 1)
+        assert asyncio.run(watch(removed)) == ("gone", 1)
+    finally:
+        clear(pool.daemons[0], [c for c in (exits, removed) if client.api.containers(all=True, filters={"id": c})])
+        client.close()
+
+
 def test_the_youngest_container_beyond_the_limit_gives_way(pool: Pool) -> None:
     """Two placements that saw room at once both create: the later one (by creation time) steps back."""
     held = occupied(pool)[0]

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import sys
@@ -71,8 +70,7 @@ def restartable() -> Iterator[dict[str, Daemon]]:
         yield found
     finally:
         for running in found.values():
-            tls_dockerd.stop(running.state)
-            shutil.rmtree(running.state, ignore_errors=True)
+            tls_dockerd.remove(running.state)
 
 
 @pytest.fixture(scope="module")
