@@ -90,9 +90,12 @@ def exec_root(state: Path) -> Path:
     """Where the daemon at ``state`` keeps its runtime state (shim sockets, runc state, netns mounts).
 
     On a host with systemd that is /run, a tmpfs: each container start writes there, and on this
-    machine's disk those writes cost ~0.2 s per 20 starts (bench/ANALYSIS.md). The same path for
-    every start of one daemon, so a live-restore restart finds its running containers again.
+    machine's disk those writes cost ~0.2 s per 20 starts (bench/ANALYSIS.md). Chosen at the first
+    start and kept in STATE_DIR, so a live-restore restart finds its running containers again.
     """
+    recorded = state / "dockerd.execroot"
+    if recorded.exists():
+        return Path(recorded.read_text())
     if TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and shutil.disk_usage(TMPFS).free >= TMPFS_NEEDED:
         return TMPFS / f"rd-dockerd-{hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12]}"
     return state / "exec"
@@ -134,10 +137,12 @@ def start(state: Path, port: int | None, live_restore: bool = False, ca_from: Pa
     port = port or free_port()
     _generate_certs(state, ca_from)
     server = state / "certs" / "server"
+    root = exec_root(state)
+    (state / "dockerd.execroot").write_text(str(root))
     args = [
         dockerd,
         "--data-root", str(state / "data"),
-        "--exec-root", str(exec_root(state)),
+        "--exec-root", str(root),
         "--pidfile", str(pidfile),
         "-H", f"unix://{state / 'docker.sock'}",
         "-H", f"tcp://127.0.0.1:{port}",
