@@ -21,10 +21,12 @@ import tempfile
 from pathlib import Path
 
 BUSYBOX_IMAGE = "rd-test/busybox:latest"
-PYTHON_IMAGE = "rd-test/python:3.11"
-CLOUDPICKLE_IMAGE = "rd-test/python-cloudpickle:3.11"
-STAND_INS = {BUSYBOX_IMAGE: "busybox:latest", PYTHON_IMAGE: "python:3.11-slim"}
-HOST_PYTHON = Path("/usr/bin/python3.11")
+IMAGE_PYTHON = (3, 11)  # the Python images carry Debian 12's own interpreter, whatever runs the tests
+_MINOR = "{}.{}".format(*IMAGE_PYTHON)
+PYTHON_IMAGE = f"rd-test/python:{_MINOR}"
+CLOUDPICKLE_IMAGE = f"rd-test/python-cloudpickle:{_MINOR}"
+STAND_INS = {BUSYBOX_IMAGE: "busybox:latest", PYTHON_IMAGE: f"python:{_MINOR}-slim"}
+HOST_PYTHON = Path(f"/usr/bin/python{_MINOR}")
 _PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
 
 
@@ -79,8 +81,8 @@ def _shared_libraries(binaries: list[Path]) -> set[Path]:
 def python_tar(with_cloudpickle: bool) -> Path:
     """A rootfs tar (written to a temporary file: it is ~50 MB) with the host's Python."""
     if not HOST_PYTHON.exists():
-        raise SystemExit(f"{HOST_PYTHON} is missing; run `apt-get install -y python3.11`")
-    stdlib = Path("/usr/lib/python3.11")
+        raise SystemExit(f"{HOST_PYTHON} is missing; run `apt-get install -y python{_MINOR}`")
+    stdlib = Path(f"/usr/lib/python{_MINOR}")
     extensions = sorted((stdlib / "lib-dynload").glob("*.so"))
     libraries = _shared_libraries([HOST_PYTHON, *extensions])
     handle, name = tempfile.mkstemp(suffix=".tar")
@@ -90,12 +92,12 @@ def python_tar(with_cloudpickle: bool) -> Path:
         _add_busybox(tar)
         for folder in ("usr", "usr/bin", "usr/lib", "lib", "lib64", "lib/x86_64-linux-gnu"):
             _dir(tar, folder)
-        tar.add(str(HOST_PYTHON), arcname="usr/bin/python3.11")
+        tar.add(str(HOST_PYTHON), arcname=f"usr/bin/python{_MINOR}")
         for alias in ("usr/bin/python3", "usr/bin/python"):
             link = tarfile.TarInfo(alias)
-            link.type, link.linkname = tarfile.SYMTYPE, "python3.11"
+            link.type, link.linkname = tarfile.SYMTYPE, f"python{_MINOR}"
             tar.addfile(link)
-        tar.add(str(stdlib), arcname="usr/lib/python3.11", filter=lambda i: None if skip.search("/" + i.name) else i)
+        tar.add(str(stdlib), arcname=f"usr/lib/python{_MINOR}", filter=lambda i: None if skip.search("/" + i.name) else i)
         for library in sorted(libraries):
             real = library.resolve()
             tar.add(str(real), arcname=str(library).lstrip("/"))
@@ -103,7 +105,7 @@ def python_tar(with_cloudpickle: bool) -> Path:
             import cloudpickle
 
             package = Path(cloudpickle.__file__).parent
-            tar.add(str(package), arcname="usr/lib/python3.11/cloudpickle",
+            tar.add(str(package), arcname=f"usr/lib/python{_MINOR}/cloudpickle",
                     filter=lambda i: None if "__pycache__" in i.name else i)
     return Path(name)
 

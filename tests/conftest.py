@@ -37,6 +37,7 @@ from airflow_services import AirflowServices  # noqa: E402
 BUSYBOX_IMAGE = images.BUSYBOX_IMAGE
 PYTHON_IMAGE = images.PYTHON_IMAGE
 CLOUDPICKLE_IMAGE = images.CLOUDPICKLE_IMAGE
+IMAGE_PYTHON = images.IMAGE_PYTHON
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -7,12 +7,10 @@ import sqlite3
 import sys
 
 import pytest
-from conftest import CLOUDPICKLE_IMAGE, PYTHON_IMAGE, AirflowEnv, DagRunResult, xcom_value
+from conftest import CLOUDPICKLE_IMAGE, IMAGE_PYTHON, PYTHON_IMAGE, AirflowEnv, DagRunResult, xcom_value
 from test_operator_dag import error_line
 
 from remote_docker.decorators import remote_docker_task
-
-IMAGE_PYTHON = (3, 11)  # the test images carry Debian's /usr/bin/python3.11 (scripts/images.py)
 
 
 @pytest.fixture(scope="module")
