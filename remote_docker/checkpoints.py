@@ -20,7 +20,7 @@ import asyncio
 from typing import Any
 
 from remote_docker import compat
-from remote_docker.logs import LogFollower, unread_log_bytes
+from remote_docker.logs import LogFollower, until_supervisor_read
 
 KEY = "remote_docker_log_checkpoint"
 # A checkpoint is written this long after the cursor it records was taken, so every line it
@@ -108,14 +108,11 @@ class Checkpoints:
 
     async def _supervisor_caught_up(self, follower: LogFollower) -> bool:
         """Whether the log channel was empty at some moment within ``interval`` from now: then every line
-        logged before the cursor was taken has reached the task's log file."""
-        for _ in range(int(self.interval / DRAIN_POLL) + 1):
-            unread = unread_log_bytes(follower.out)
-            if not unread:  # 0, or unknown (not a socket: a worker or a test's logger; LAG is all we have)
-                return True
-            await asyncio.sleep(DRAIN_POLL)
-        self.log.debug("The triggerer's supervisor is behind on this log; the checkpoint waits")
-        return False
+        logged before the cursor was taken has reached the task's log file (unknown: LAG is all we have)."""
+        if await until_supervisor_read(follower.out, self.interval, DRAIN_POLL) is False:
+            self.log.debug("The triggerer's supervisor is behind on this log; the checkpoint waits")
+            return False
+        return True
 
     async def _load(self) -> dict | None:
         from airflow.sdk.execution_time.xcom import XCom

@@ -5,6 +5,7 @@ result, and a cursor another follower can go on from (``logstream`` turns the st
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import stat
@@ -85,6 +86,22 @@ def unread_log_bytes(out: Any) -> int | None:
         return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
     except (AttributeError, OSError, ValueError):
         return None
+
+
+async def until_supervisor_read(out: Any, within: float, poll: float) -> bool | None:
+    """Wait at most ``within`` seconds until the supervisor has read every byte logged through ``out``
+    so far (the channel is a FIFO: empty once means all of it was read). True once it has, False if it
+    is still behind at the end, None if that can't be told (not a socket: a worker or a test's logger)."""
+    deadline = time.monotonic() + within
+    while True:
+        unread = unread_log_bytes(out)
+        if unread is None:
+            return None
+        if unread == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -30,7 +30,7 @@ from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
-from remote_docker.logs import LogFollower, container_log, recent_lines
+from remote_docker.logs import LogFollower, container_log, recent_lines, until_supervisor_read
 from remote_docker.placement import PlacementError, admission, daemon_for_start, failed_here, invalidate, room_freed
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 from remote_docker.watch import ContainerWatch
@@ -38,9 +38,11 @@ from remote_docker.watch import ContainerWatch
 # In a triggerer, trigger log lines reach the task's log file through the triggerer's supervisor, which
 # reads them 4 KiB at a time between its other work and closes the file as soon as it hears the trigger
 # finished: lines still queued then go to the triggerer's own output instead (Airflow 3.3; seen under
-# load with the last line of a container). A trigger fires no sooner than LOG_DRAIN_FLOOR after its last
-# line, more when this process logged many lines lately (at SUPERVISOR_LINES_PER_SECOND), at most
-# LOG_DRAIN_SECONDS: a short container's task is not held back a second for a backlog that isn't there.
+# load with the last line of a container). So a trigger fires once the supervisor has read everything
+# this process logged (the log socket's queue is empty; polled every LOG_DRAIN_POLL), at most
+# LOG_DRAIN_SECONDS after its last line. Where the queue can't be read, it waits LOG_DRAIN_FLOOR after its
+# last line, more when this process logged many lines lately (at SUPERVISOR_LINES_PER_SECOND).
+LOG_DRAIN_POLL = 0.01
 LOG_DRAIN_FLOOR = 0.2
 LOG_DRAIN_SECONDS = 1.0
 SUPERVISOR_LINES_PER_SECOND = 2000.0
@@ -224,7 +226,9 @@ class ContainerTrigger(BaseTrigger):
     async def _pause_before_firing(self, follower: LogFollower, *, resuming_on_worker: bool) -> None:
         pause = 0.0
         if self.task_instance_in_triggerer is not None and follower.last_line_at is not None:
-            pause = log_drain_seconds() - (time.monotonic() - follower.last_line_at)
+            since = time.monotonic() - follower.last_line_at
+            if await until_supervisor_read(follower.out, LOG_DRAIN_SECONDS - since, LOG_DRAIN_POLL) is None:
+                pause = log_drain_seconds() - since
         if self.not_before and resuming_on_worker:
             pause = max(pause, self.not_before - time.time())
         if pause > 0:

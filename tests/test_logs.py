@@ -205,3 +205,30 @@ def test_the_drain_pause_grows_with_what_this_process_logged_lately(monkeypatch)
         pauses.append(triggers.log_drain_seconds())
     assert pauses == [triggers.LOG_DRAIN_FLOOR, triggers.LOG_DRAIN_FLOOR + 400 / triggers.SUPERVISOR_LINES_PER_SECOND,
                       triggers.LOG_DRAIN_SECONDS]
+
+
+def test_until_supervisor_read_follows_the_log_sockets_queue() -> None:
+    """A trigger fires once its supervisor has read what it logged: the socket's queue says when."""
+    import json
+    import socket
+
+    import structlog
+
+    from remote_docker.logs import until_supervisor_read
+
+    ours, supervisor = socket.socketpair()
+    with ours, supervisor, ours.makefile("wb", buffering=0) as channel:
+        as_bytes = structlog.processors.JSONRenderer(serializer=lambda event, **_: json.dumps(event).encode())
+        out = structlog.wrap_logger(structlog.BytesLogger(channel), processors=[as_bytes]).bind()
+        out.info("the last line of a container")
+
+        async def scenario() -> list:
+            behind = await until_supervisor_read(out, within=0.05, poll=0.01)  # nobody read it yet
+            reader = asyncio.get_running_loop().call_later(0.05, supervisor.recv, 65536)
+            caught_up = await until_supervisor_read(out, within=5.0, poll=0.01)
+            reader.cancel()
+            return [behind, caught_up]
+
+        assert asyncio.run(scenario()) == [False, True]
+        unknown = structlog.wrap_logger(structlog.PrintLogger(), processors=[structlog.processors.JSONRenderer()]).bind()
+        assert asyncio.run(until_supervisor_read(unknown, within=1.0, poll=0.01)) is None
