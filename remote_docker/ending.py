@@ -92,10 +92,10 @@ async def end_task(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: 
     from airflow.triggers.base import TaskSuccessEvent
 
     try:
-        if ending.xcom:
-            value = await _xcom_value(engine, end, ending)
-            if value is _TOO_BIG:
-                return None
+        value = await _xcom_value(engine, end, ending) if ending.xcom else None
+        if value is _TOO_BIG:
+            return None
+        if value is not None:  # a worker pushes nothing for None (no stdout line) either
             await XCom.aset(key=XCom.XCOM_RETURN_KEY, value=value, dag_id=ti.dag_id, task_id=ti.task_id,
                             run_id=ti.run_id, map_index=ti.map_index)
         if ending.remove:

@@ -67,7 +67,8 @@ def test_tasks_start_and_end_where_nothing_needs_a_worker(services: AirflowServi
     assert services.wait_run("rd_fast", run_id, timeout=300) == "success"
     rows = ti_rows(services, "rd_fast", run_id)
     no_worker = {task for (task, _), (_, host) in rows.items() if not host}
-    assert no_worker == {"in_triggerer", "in_triggerer_all", "in_triggerer_number", "templated_in_triggerer"}, rows
+    assert no_worker == {"in_triggerer", "in_triggerer_all", "in_triggerer_number", "in_triggerer_silent",
+                         "templated_in_triggerer"}, rows
     assert rows[("in_triggerer_fails", -1)] == ("failed", rows[("on_worker", -1)][1]), "a failure resumes on a worker"
     assert {state for state, _ in rows.values()} == {"success", "failed"}
 
@@ -78,6 +79,11 @@ def test_tasks_start_and_end_where_nothing_needs_a_worker(services: AirflowServi
     assert read["in_triggerer_number"] == read["on_worker_number"] == ["str", "42"]
     assert read["templated_in_triggerer"] == ["str", f"rendered-{run_id}"], "templates rendered in the triggerer"
     assert read["mapped"] == ["list", ["map-a", "map-b"]]
+    # no stdout line: nothing pushed, where the task ended or not (a worker pushes nothing for None)
+    assert read["in_triggerer_silent"] == read["on_worker_silent"] == ["NoneType", None]
+    for silent in ("in_triggerer_silent", "on_worker_silent"):
+        entries = services.rest("GET", f"/api/v2/dags/rd_fast/dagRuns/{run_id}/taskInstances/{silent}/xcomEntries")
+        assert [entry["key"] for entry in entries["xcom_entries"]] == [], (silent, entries)
 
     deferred = services.task_log("rd_fast", run_id, "deferred_from_worker")
     assert "Deferring while container" in deferred and "the task ends here, without a worker" in deferred

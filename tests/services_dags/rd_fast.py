@@ -31,6 +31,8 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         sh("on_worker", SCRIPT, start_from_trigger=False),  # ends inside the worker's window
         sh("on_worker_all", SCRIPT, start_from_trigger=False, xcom_all=True),
         sh("on_worker_number", "echo 42", start_from_trigger=False),
+        sh("in_triggerer_silent", "echo only-stderr >&2"),  # no stdout line: no XCom, as from a worker
+        sh("on_worker_silent", "echo only-stderr >&2", start_from_trigger=False),
         sh("in_triggerer_fails", "echo doomed; exit 3", retries=0),  # failure: resumes on a worker
         sh("templated_in_triggerer", "echo {{ params.word }}-$RUN", environment={"RUN": "{{ run_id }}"}),
     ]
