@@ -4,9 +4,10 @@ scheduler + triggerer, LocalExecutor).
 60 tasks of 10 s containers, ``max_containers=10`` per daemon, started in the triggerer
 (``start_from_trigger=True``: no worker slot, so the pool's capacity is what limits): two waves, the
 ideal makespan 20 s. Measured (each the median of three runs, as P1 and P5 are): the makespan against
-1.3 x 20 s plus the per-task overhead (one 10 s task alone, minus its 10 s), the spread (containers per daemon), and the same run with one daemon stopped 5 s
-into its containers' run (at t=5 s of the run nothing has started yet on this machine): every failed task
-must be one whose container was on it, each with a one-line reason. Beside it, the machine's own floor:
+1.3 x 20 s plus the per-task overhead (one 10 s task alone, minus its 10 s), the spread (containers per
+daemon), and the same run with one daemon stopped 5 s into its containers' run (at t=5 s of the run
+nothing has started yet on this machine): every failed task must be one whose container was on it, each
+with a one-line reason. Beside it, the machine's own floor:
 the same containers through docker-py alone (no Airflow), ten at a time per daemon.
 """
 
@@ -230,5 +231,5 @@ def run(daemon: Daemon, work: Path) -> Result:
     met = figures["failed"] == 0 and full["makespan_s"] <= bound and not beyond and not unexplained
     return Result(name="P6 pool of daemons", figures=figures, met=met,
                   target=f"{N} x {T} s tasks over 3 daemons (max_containers {MAX}): makespan <= 1.3 x {2 * T} s + the "
-                         f"per-task overhead (medians of {REPEATS}), 0 failed in any run; one daemon stopped at 5 s: no failure beyond its own tasks, "
-                         "each with a one-line reason")
+                         f"per-task overhead (medians of {REPEATS}), 0 failed in any run; one daemon stopped at 5 s: "
+                         "no failure beyond its own tasks, each with a one-line reason")
