@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from airflow_services import AirflowServices, wait_until
 from conftest import ROOT, Daemon, Pool, containers_of, running_services
+from test_pool import clear, occupy
 
 from remote_docker import compat
 from remote_docker.checkpoints import LAG as CHECKPOINT_LAG
@@ -24,12 +25,14 @@ CHECKPOINT_INTERVAL = 5.0  # the trigger's default
 
 @pytest.fixture(scope="module")
 def services(daemon: Daemon, pool: Pool, postgres: str, tmp_path_factory) -> Iterator[AirflowServices]:
-    with running_services(daemon, tmp_path_factory.mktemp("ha-home"), ROOT / "tests" / "ha_dags", parallelism=16,
+    home = tmp_path_factory.mktemp("ha-home")
+    with running_services(daemon, home, ROOT / "tests" / "ha_dags", parallelism=16,
                           database_url=postgres, extra_env={
                               "AIRFLOW_CONN_RD_POOL": pool.connection_json(),
                               "AIRFLOW__TRIGGERER__CAPACITY": str(CAPACITY),
                               # a dead triggerer's triggers are taken over after this many seconds without a heartbeat
                               "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+                              "REMOTE_DOCKER_TEST_MARKERS": str(home),  # where a paused try 1 writes its PID
                           }) as found:
         (JOBS["triggerer"],) = wait_until(lambda: triggerer_jobs(found), 60, "the first triggerer's job row")
         start_triggerer(found, "triggerer-2")
@@ -182,4 +185,32 @@ def test_a_stopped_daemon_fails_its_tasks_clearly_and_new_tasks_go_elsewhere(ser
     for task in on_d2:
         log = services.task_log(dag_id, run_id, task)
         assert re.search(r"stopped with code \d+ while the daemon at https://127\.0\.0\.1:\d+ was unreachable", log), log[-2000:]
+    remove_run(pool, dag_id, run_id)
+
+
+def test_a_worker_killed_after_start_reattaches_on_whichever_daemon_holds_the_container(services: AirflowServices,
+                                                                                       pool: Pool) -> None:
+    """Try 1 starts its container on the idle third daemon (the other two are busier) and its worker is killed.
+    By then the other two are idle, so try 2's own placement would pick one of them: it must search the whole
+    pool, find try 1's container on d2 and reattach there, with no second container anywhere."""
+    dag_id = "rd_ha_worker_kill"
+    marker = services.home / "reattach.pid"
+    busy = {index: occupy(pool.daemons[index], 2) for index in (0, 1)}
+    try:
+        run_id = services.trigger(dag_id)
+        wait_until(marker.exists, 90, "try 1 started its container", every=0.2)
+        assert homes(pool, dag_id, run_id, "reattach") == [2], "least-busy put try 1 on the idle daemon"
+    finally:
+        for index, ids in busy.items():
+            clear(pool.daemons[index], ids)
+    os.kill(int(marker.read_text()), signal.SIGKILL)  # the task process our scheduler's worker started
+    assert services.wait_run(dag_id, run_id, timeout=180) == "success", services.states(dag_id, run_id)
+    assert homes(pool, dag_id, run_id, "reattach") == [2], "exactly one container, still where try 1 put it"
+    client = pool.daemons[2].client()
+    (container,) = containers_of(client, dag_id, run_id, "reattach")
+    client.close()
+    assert container["Labels"]["io.remote-docker.try_number"] == "1"
+    assert services.ti(dag_id, run_id, "reattach")["try_number"] == 2
+    log = services.task_log(dag_id, run_id, "reattach", try_number=2)
+    assert f"Reattaching to container {container['Id'][:12]}" in log and "finished-once" in log, log[-2000:]
     remove_run(pool, dag_id, run_id)

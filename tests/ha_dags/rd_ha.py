@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
+from pathlib import Path
 
 from airflow.sdk import DAG
 
 from remote_docker.operators import RemoteDockerOperator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services_dags"))  # the worker-crash test operator
+from pause_after_start import PauseAfterStartOnFirstTry
 
 IMAGE = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
 START = dt.datetime(2026, 1, 1)
@@ -36,3 +41,9 @@ with DAG("rd_ha_new_tasks", schedule=None, start_date=START, catchup=False, max_
 with DAG("rd_ha_handover", schedule=None, start_date=START, catchup=False, max_active_tasks=64):
     for i in range(6):
         ticking(f"p{i}", 30, retries=0)
+
+with DAG("rd_ha_worker_kill", schedule=None, start_date=START, catchup=False,
+         default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=1)}):
+    PauseAfterStartOnFirstTry(task_id="reattach", image=IMAGE, network_mode="none", remote_docker_conn_id="rd_pool",
+                              command=["sh", "-c", "echo container-up; sleep 20; echo finished-once"],
+                              auto_remove="never")

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
-from pathlib import Path
 
 from airflow.sdk import DAG
+from pause_after_start import PauseAfterStartOnFirstTry
 
 from remote_docker.operators import RemoteDockerOperator
 
 IMAGE = os.environ.get("REMOTE_DOCKER_TEST_IMAGE", "rd-test/busybox:latest")
-MARKERS = Path(os.environ.get("REMOTE_DOCKER_TEST_MARKERS", "/tmp"))
 # from the environment, as a real secret would come from a secrets backend: never in the DAG source (stored in the DB)
 SECRET = os.environ.get("REMOTE_DOCKER_TEST_SECRET", "unset")
 START = dt.datetime(2026, 1, 1)
-
-
-class PauseAfterStartOnFirstTry(RemoteDockerOperator):
-    """Test-only: after starting its container on try 1, record the worker's PID and wait to be killed."""
-
-    def execute(self, context):
-        self._try_number = context["ti"].try_number
-        return super().execute(context)
-
-    async def _start(self, *args, **kwargs):
-        container_id = await super()._start(*args, **kwargs)
-        if self._try_number == 1:
-            (MARKERS / f"{self.task_id}.pid").write_text(str(os.getpid()))
-            time.sleep(120)  # blocks the worker's loop on purpose: nothing else runs in it
-        return container_id
 
 
 def sh(task_id: str, script: str, operator=RemoteDockerOperator, **kwargs) -> RemoteDockerOperator:
