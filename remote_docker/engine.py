@@ -169,7 +169,7 @@ class Engine:
                 raise
 
     @asynccontextmanager
-    async def logs(self, container_id: str, *, follow: bool, since: str | None = None,
+    async def logs(self, container_id: str, *, follow: bool, since: str | None = None, tail: int | None = None,
                    stderr: bool = True) -> AsyncIterator[AsyncIterator[bytes]]:
         """The raw log stream (``timestamps=1``): Docker's frames for a container without a TTY.
 
@@ -179,6 +179,8 @@ class Engine:
         params: dict[str, Any] = {"stdout": True, "stderr": stderr, "follow": follow, "timestamps": True}
         if since:
             params["since"] = since
+        if tail is not None:
+            params["tail"] = str(tail)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout,
                                         sock_read=None if follow else self.config.timeout)
         try:

@@ -15,11 +15,19 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
-from remote_docker.logstream import STDERR, STDOUT, FrameDecoder, Line, LineSplitter, LogCursor, split_timestamp
+from remote_docker.logstream import (
+    STDERR,
+    STDOUT,
+    FrameDecoder,
+    Line,
+    LineSplitter,
+    LogCursor,
+    next_frame,
+    scan_whole_lines,
+    split_timestamp,
+)
 
 # A line longer than this is logged in pieces of this size (nothing is dropped); memory stays bounded.
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -170,38 +178,76 @@ class LogFollower:
 
     # -- a pass over the stream
 
-    def start_pass(self) -> None:
-        """A new request from ``cursor.since_param()``; the daemon resends the overlap window once more."""
-        self.cursor.start_pass()
+    def start_pass(self, from_tail: bool = False) -> None:
+        """A new request from ``cursor.since_param()`` (or of the log's last entries, ``from_tail``); the
+        daemon resends the overlap window once more."""
+        self.cursor.start_pass(from_tail)
         self._decoder = FrameDecoder(tty=self.tty)
 
+    def tail_reaches_back(self, data: bytes, asked: int) -> bool:
+        """Whether a read of the log's last ``asked`` entries holds everything after what was read: it is the
+        whole log, or its first entry was read already (then nothing between was missed)."""
+        decoder = FrameDecoder(tty=self.tty)
+        entries = list(decoder.feed(data))
+        if self.tty and (rest := decoder.leftover()):
+            entries.append((STDOUT, rest))
+        if len(entries) < asked:
+            return True
+        stream, payload = entries[0]
+        stamp = split_timestamp(payload)[0]
+        return stamp is not None and self.cursor.covers(stamp, stream)
+
     def feed(self, chunk: bytes) -> None:
-        # hot: a flood runs this for every entry, so _lines_of is inlined with its lookups bound once
-        taken: list[tuple[int, str]] = []
-        admit, whole_line, lines_of, take = self.cursor.admit, self.splitter.whole_line, self.splitter.feed, self._take
-        for stream, payload in self._decoder.feed(chunk):
-            stamp, message = split_timestamp(payload)
-            if stamp is not None and not admit(stamp, stream):
-                continue
-            if stream not in self._in_long_line and (text := whole_line(stream, message)) is not None:
-                taken.append(self._take_whole(stream, text))
-            else:
-                taken += [take(line) for line in lines_of(stream, message)]
-        self._write(taken)
+        if self.tty:
+            self._write(self._runs_of(self._lines_of(stream, payload) for stream, payload in self._decoder.feed(chunk)))
+            return
+        data, offset, runs = self._decoder.take(chunk), 0, []
+        cursor, splitter, in_long_line = self.cursor, self.splitter, self._in_long_line
+        while True:
+            if not in_long_line and not splitter.holding() and cursor.takes_newer():
+                offset, fast = scan_whole_lines(data, offset, cursor.since.encode("ascii"), MAX_LINE_BYTES)
+                for stream, stamps, messages in fast:
+                    cursor.admit_newer(stream, stamps)
+                    self._add_run(runs, stream, self._take_whole_lines(stream, messages))
+            if (frame := next_frame(data, offset)) is None:
+                break
+            stream, payload, offset = frame
+            self._add_run(runs, stream, [text for _, text in self._lines_of(stream, payload)])
+        self._decoder.keep(data[offset:])
+        self._write(runs)
 
     def end_pass(self) -> None:
         if self.tty and (rest := self._decoder.leftover()):
-            self._write(self._lines_of(STDOUT, rest))
+            self._write(self._runs_of([self._lines_of(STDOUT, rest)]))
 
     def _lines_of(self, stream: int, payload: bytes) -> list[tuple[int, str]]:
+        """One entry's lines (or pieces), accounted for and redacted: ``(stream, text)`` each."""
         stamp, message = split_timestamp(payload)
         if stamp is not None and not self.cursor.admit(stamp, stream):
             return []
+        if stream not in self._in_long_line and (text := self.splitter.whole_line(stream, message)) is not None:
+            return [self._take_whole(stream, text)]
         return [self._take(line) for line in self.splitter.feed(stream, message)]
 
     def flush(self) -> None:
         """The container ended: its unterminated last lines are lines too."""
-        self._write([self._take(line) for line in self.splitter.flush()])
+        self._write(self._runs_of([[self._take(line) for line in self.splitter.flush()]]))
+
+    @classmethod
+    def _runs_of(cls, groups: Iterable[list[tuple[int, str]]]) -> list[tuple[int, list[str]]]:
+        runs: list[tuple[int, list[str]]] = []
+        for lines in groups:
+            for stream, text in lines:
+                cls._add_run(runs, stream, [text])
+        return runs
+
+    @staticmethod
+    def _add_run(runs: list[tuple[int, list[str]]], stream: int, texts: list[str]) -> None:
+        """Append lines of one stream, to the last run if it is of that stream (records group runs)."""
+        if runs and runs[-1][0] == stream:
+            runs[-1][1].extend(texts)
+        elif texts:
+            runs.append((stream, texts))
 
     # -- lines
 
@@ -217,6 +263,28 @@ class LogFollower:
             self._in_long_line.discard(line.stream)
             self.counts[name] += 1
         return self._account(line.stream, name, line.text, whole=not piece)
+
+    def _take_whole_lines(self, stream: int, messages: list[bytes]) -> list[str]:
+        """``_take_whole`` for a run of whole lines of one stream (``scan_whole_lines``), decoded, redacted and
+        accounted for with a few calls per run instead of several per line; the lines, to be logged."""
+        text = b"\n".join(messages).decode("utf-8", errors="replace")  # \n never ends a UTF-8 sequence: as per line
+        lines = text.split("\n")
+        if len(lines) != len(messages):  # a message held a newline of its own: take them one by one
+            return [self._take(line)[1] for message in messages for line in self.splitter.feed(stream, message + b"\n")]
+        if "\r" in text:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        shown = lines
+        if self.secrets:  # no secret spans lines (those holding a newline never match one)
+            shown = redact("\n".join(lines), [secret for secret in self.secrets if "\n" not in secret]).split("\n")
+        name = "stderr" if stream == STDERR else "stdout"
+        self.counts[name] += len(lines)
+        if self.tail.maxlen:
+            self.tail.extend((name, line[:_TAIL_CHARS]) for line in shown[-self.tail.maxlen:])
+        if stream != STDERR:
+            self.last_stdout = lines[-1]
+            self.last_stdout_whole, self.last_stdout_unknown = True, False
+            self.last_stdout_private = shown[-1] != lines[-1]
+        return shown
 
     def _take_whole(self, stream: int, raw: str) -> tuple[int, str]:
         """``_take`` for a whole line outside any over-long one (the usual case)."""
@@ -234,20 +302,20 @@ class LogFollower:
             self.last_stdout_private = text != raw
         return stream, text
 
-    def _write(self, taken: list[tuple[int, str]]) -> None:
+    def _write(self, runs: list[tuple[int, list[str]]]) -> None:
         """One record per line; when one read brings a flood, consecutive lines of a stream share records
         (Airflow's per-record cost, paid twice in a triggerer, would otherwise cap the throughput)."""
-        if not taken:
+        if not runs:
             return
+        count = sum(len(texts) for _, texts in runs)
         self.last_line_at = now = time.monotonic()
-        recent_lines.add(len(taken), now)
-        if len(taken) <= FLOOD_LINES:
-            for stream, text in taken:
-                (self.out.warning if stream == STDERR else self.out.info)(text)
-            return
-        for stream, run in groupby(taken, key=itemgetter(0)):
-            texts = [text for _, text in run]
+        recent_lines.add(count, now)
+        for stream, texts in runs:
             log = self.out.warning if stream == STDERR else self.out.info
+            if count <= FLOOD_LINES:
+                for text in texts:
+                    log(text)
+                continue
             for start in range(0, len(texts), LINES_PER_RECORD):
                 log("\n".join(texts[start:start + LINES_PER_RECORD]))
 

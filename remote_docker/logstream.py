@@ -44,21 +44,67 @@ class LogCursor:
     recent: dict[tuple[str, int], int] = field(default_factory=dict)
     _order: deque = field(default_factory=deque, repr=False, compare=False)  # keys, oldest first
     _replay: dict[tuple[str, int], int] = field(default_factory=dict, repr=False, compare=False)
+    # Runs taken by ``admit_newer`` (a flood's fast path), kept as they came: (stream, stamps as bytes).
+    # Folded into ``recent`` only when a lookup needs them; most are pruned before that.
+    _runs: deque = field(default_factory=deque, repr=False, compare=False)
+    _run_entries: int = field(default=0, repr=False, compare=False)  # since the runs were last pruned
+    _floor: str | None = field(default=None, repr=False, compare=False)  # a tail pass: older entries were read
 
     def __post_init__(self) -> None:
         self._order.extend(sorted(self.recent))
+
+    def takes_newer(self) -> bool:
+        """True when ``admit_newer`` may be used: a newest entry is known and no window is being replayed."""
+        return self.since is not None and not self._replay
+
+    def admit_newer(self, stream: int, stamps: list[bytes]) -> None:
+        """Record entries of one stream known to be newer than ``since`` and each newer than the one
+        before (what ``scan_whole_lines`` returns): ``admit`` for each, without a lookup per entry."""
+        self._runs.append((stream, stamps))
+        self.since = stamps[-1].decode("ascii")
+        self._run_entries += len(stamps)
+        if self._run_entries > 4096:
+            self._run_entries = 0
+            floor = _shift(self.since, -RESUME_OVERLAP).encode("ascii")
+            while len(self._runs) > 1 and self._runs[0][1][-1] < floor:
+                self._runs.popleft()
+
+    def _fold(self) -> None:
+        """Move the fast path's runs into ``recent`` (each of their entries was new: a count of 1)."""
+        floor = _shift(self.since, -RESUME_OVERLAP).encode("ascii") if self._runs else b""
+        while self._runs:
+            stream, stamps = self._runs.popleft()
+            if stamps[-1] < floor:
+                continue  # the window has passed all of it
+            keys = [(stamp.decode("ascii"), stream) for stamp in stamps]
+            self.recent.update(dict.fromkeys(keys, 1))
+            self._order.extend(keys)
+        self._run_entries = 0
 
     def since_param(self) -> str | None:
         """The ``since`` query value (``seconds.nanoseconds``): the overlap window's start."""
         return rfc3339_to_unix(_shift(self.since, -RESUME_OVERLAP)) if self.since else None
 
-    def start_pass(self) -> None:
-        """A new request from ``since_param``: the daemon resends the window's entries once more."""
+    def start_pass(self, from_tail: bool = False) -> None:
+        """A new request from ``since_param``: the daemon resends the window's entries once more. ``from_tail``:
+        a request for the log's last entries instead, whose entries older than the window are skipped here."""
+        self._fold()
         self._replay = dict(self.recent)
+        self._floor = _shift(self.since, -RESUME_OVERLAP) if from_tail and self.since else None
+
+    def covers(self, stamp: str, stream: int) -> bool:
+        """Whether a read that starts with this entry reaches back to what was read: it was read (it is in
+        the window), or it is older than the window (in the log before the newest entry read)."""
+        if self.since is None:
+            return False
+        self._fold()
+        return stamp < _shift(self.since, -RESUME_OVERLAP) or (stamp, stream) in self.recent
 
     def admit(self, timestamp: str, stream: int = STDOUT) -> bool:
         """Record an entry; False if it was already read before this pass."""
         key = (timestamp, stream)
+        if self._runs:
+            self._fold()  # in the order they came
         if not self._replay and self.since is not None and timestamp > self.since:
             # the usual entry: newer than anything read, so unseen (the same work as below, fewer lookups)
             self.recent[key] = 1
@@ -67,6 +113,8 @@ class LogCursor:
             if len(self._order) & 0x3FF == 0:
                 self._prune(timestamp)
             return True
+        if self._floor is not None and timestamp < self._floor:
+            return False
         if self._replay.get(key, 0) > 0:
             self._replay[key] -= 1
             return False
@@ -87,6 +135,7 @@ class LogCursor:
             self.recent.pop(self._order.popleft(), None)
 
     def to_dict(self) -> dict:
+        self._fold()
         floor = _shift(self.since, -RESUME_OVERLAP) if self.since else ""
         return {"since": self.since, "recent": [[t, s, n] for (t, s), n in self.recent.items() if t >= floor]}
 
@@ -125,33 +174,83 @@ class FrameDecoder:
 
     def __init__(self, tty: bool = False) -> None:
         self.tty = tty
-        self._buffer = bytearray()
+        self._held = b""  # the start of an incomplete frame (a TTY: of an unterminated entry)
+
+    def take(self, data: bytes) -> bytes:
+        """What is held plus ``data``, for a caller that parses it itself and gives the incomplete end
+        back with ``keep`` (a stream of whole frames is never copied)."""
+        data, self._held = (self._held + data if self._held else data), b""
+        return data
+
+    def keep(self, rest: bytes) -> None:
+        self._held = rest
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
-        if self.tty:
-            # A TTY stream has no frames; entries are lines, each with its timestamp.
-            self._buffer += data
-            while (end := self._buffer.find(b"\n")) >= 0:
-                yield STDOUT, bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-            return
-        self._buffer += data
-        buffer, offset, end = self._buffer, 0, len(self._buffer)
+        data, offset = self.take(data), 0
         try:
-            while end - offset >= _HEADER.size:
-                stream, size = _HEADER.unpack_from(buffer, offset)
-                if end - offset < _HEADER.size + size:
-                    return
-                start = offset + _HEADER.size
-                offset = start + size
-                yield stream, bytes(buffer[start:offset])
+            if self.tty:
+                # A TTY stream has no frames; entries are lines, each with its timestamp.
+                while (end := data.find(b"\n", offset)) >= 0:
+                    yield STDOUT, data[offset:end + 1]
+                    offset = end + 1
+                return
+            while (frame := next_frame(data, offset)) is not None:
+                stream, payload, offset = frame
+                yield stream, payload
         finally:
-            del buffer[:offset]  # once per chunk, not once per frame
+            self.keep(data[offset:])
 
     def leftover(self) -> bytes:
         """Bytes of an incomplete frame (a TTY's unterminated last entry)."""
-        rest, self._buffer = bytes(self._buffer), bytearray()
+        rest, self._held = self._held, b""
         return rest
+
+
+def next_frame(data: bytes, offset: int) -> tuple[int, bytes, int] | None:
+    """The frame at ``offset``: ``(stream, payload, where the next one starts)``, or None if incomplete."""
+    if len(data) - offset < _HEADER.size:
+        return None
+    stream, size = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    if len(data) - start < size:
+        return None
+    return stream, data[start:start + size], start + size
+
+
+STAMP_BYTES = 30  # dockerd's RFC3339NanoFixed, "2026-01-02T03:04:05.123456789Z"
+
+
+def scan_whole_lines(data: bytes, offset: int, newest: bytes,
+                     max_bytes: int) -> tuple[int, list[tuple[int, list[bytes], list[bytes]]]]:
+    """A flood's fast path: from ``offset``, the frames that are each one whole line of at most ``max_bytes``
+    with dockerd's fixed-width timestamp, each newer than the one before it (and than ``newest``).
+
+    Returns where it stopped (the first frame that is anything else, or incomplete) and the runs of one
+    stream it read: ``(stream, stamps, messages without their newline)``. A message may still hold a
+    newline of its own (dockerd writes none): the caller checks that once per run, not per line.
+    """
+    runs: list[tuple[int, list[bytes], list[bytes]]] = []
+    unpack, end, run_stream = _HEADER.unpack_from, len(data), 0
+    stamps: list[bytes] = []
+    messages: list[bytes] = []
+    while end - offset >= 8:
+        stream, size = unpack(data, offset)
+        start = offset + 8
+        stop = start + size
+        # hot: one flooding container runs this for each of its lines, so every test is a cheap one
+        if stop > end or size <= STAMP_BYTES + 1 or size > max_bytes + STAMP_BYTES + 2 \
+                or data[stop - 1] != 10 or data[start + STAMP_BYTES] != 32 or data[start + STAMP_BYTES - 1] != 90:
+            break
+        stamp = data[start:start + STAMP_BYTES]
+        if stamp <= newest:
+            break
+        if stream != run_stream:
+            stamps, messages, run_stream = [], [], stream
+            runs.append((stream, stamps, messages))
+        stamps.append(stamp)
+        messages.append(data[start + STAMP_BYTES + 1:stop - 1])
+        newest, offset = stamp, stop
+    return offset, runs
 
 
 def split_timestamp(payload: bytes) -> tuple[str | None, bytes]:
@@ -207,6 +306,10 @@ class LineSplitter:
     def hold(self, stream: int, begun: bytes) -> None:
         """Go on from a line another splitter had begun."""
         self._partial.setdefault(stream, bytearray()).extend(begun)
+
+    def holding(self) -> bool:
+        """Whether any stream has a begun, unfinished line."""
+        return any(self._partial.values())
 
     def held(self) -> dict[int, bytearray]:
         """The begun, unfinished line of each stream."""

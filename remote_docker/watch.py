@@ -24,6 +24,8 @@ from remote_docker.outages import DaemonLost, Outages, kill_that_ended
 
 # Stop streaming (and only wait for the exit) after this many log reads fail in a row.
 MAX_LOG_ERRORS = 3
+# The end of a log is read back as its last this many entries when that reaches back to what was read.
+REST_TAIL_ENTRIES = 256
 
 
 class ContainerWatch:
@@ -118,7 +120,8 @@ class ContainerWatch:
             return
         while True:
             try:
-                await self._read(follow=False)
+                if not await self._read_tail():
+                    await self._read(follow=False)
                 return
             except EngineError as err:
                 if not err.unreachable:
@@ -126,6 +129,19 @@ class ContainerWatch:
                         self.log.warning("Could not read the end of the container's log: %s", err)
                     return
                 await self.outages.lost(err)
+
+    async def _read_tail(self) -> bool:
+        """The rest as the log's last ``REST_TAIL_ENTRIES`` entries, if they reach back to what was read (the
+        usual case: the stream missed none or a few). False otherwise, then a ``since`` read is needed: dockerd
+        finds ``since`` by decoding the log from its start (2 s for a 140 MB log), ``tail`` from its end."""
+        async with self.engine.logs(self.container_id, follow=False, tail=REST_TAIL_ENTRIES) as chunks:
+            data = b"".join([chunk async for chunk in chunks])  # at most REST_TAIL_ENTRIES entries of <= 16 KiB
+        if not self.follower.tail_reaches_back(data, REST_TAIL_ENTRIES):
+            return False
+        self.follower.start_pass(from_tail=True)
+        self.follower.feed(data)
+        self.follower.end_pass()
+        return True
 
     async def _ended(self, info: dict[str, Any]) -> WatchEnd:
         await self._read_rest()

@@ -18,6 +18,7 @@ from conftest import BUSYBOX_IMAGE, Daemon
 
 from remote_docker.logs import MAX_LINE_BYTES
 from remote_docker.triggers import ContainerTrigger
+from remote_docker.watch import REST_TAIL_ENTRIES
 
 
 class CuttableProxy:
@@ -28,6 +29,8 @@ class CuttableProxy:
         self.port = 0
         self.cut_until = 0.0
         self.cuts = 0
+        self.accepted = 0
+        self.held_below = 0  # connections accepted before hold() forward nothing more to the client
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
@@ -40,10 +43,13 @@ class CuttableProxy:
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers |= {writer, up_writer}
+        index, self.accepted = self.accepted, self.accepted + 1
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
+                    while sink is writer and index < self.held_below and not sink.is_closing():
+                        await asyncio.sleep(0.01)
                     sink.write(data)
                     await sink.drain()
             except (ConnectionError, OSError):
@@ -53,6 +59,10 @@ class CuttableProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+    def hold(self) -> None:
+        """The daemon's bytes on every open connection stop reaching the client (until a cut drops them)."""
+        self.held_below = self.accepted
 
     def cut(self, seconds: float) -> None:
         self.cuts += 1
@@ -123,6 +133,51 @@ def test_stream_resumes_after_the_connection_is_cut(daemon: Daemon, captured: Li
     assert stderr == [f"err-{i}" for i in range(10, lines + 1, 10)]
     lost = [text for level, text in captured.records if text.startswith("Lost the daemon")]
     assert lost, "the cut was noticed and reported"
+
+
+@pytest.mark.parametrize("missed", [10, REST_TAIL_ENTRIES + 300])
+def test_lines_the_follow_stream_never_delivered_are_read_back_once_and_in_order(
+        daemon: Daemon, captured: Lines, missed: int) -> None:
+    """The end of a log the follow stream lost (dockerd under load ends streams early): a few lines come
+    back from a read of the log's tail, more than that tail holds from a read since the last line seen."""
+    first = 400
+    script = (f"i=1; while [ $i -le {first} ]; do echo line-$i; i=$((i+1)); done; sleep 2; "
+              f"while [ $i -le {first + missed} ]; do echo line-$i; i=$((i+1)); done")
+    client = daemon.client()
+    body = {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", script], "HostConfig": {"NetworkMode": "none"}}
+    container_id = client.api.create_container_from_config(body)["Id"]
+
+    def logged() -> list[str]:
+        return [text for level, text in captured.records if level == "INFO" and text.startswith("line-")]
+
+    async def scenario() -> dict:
+        proxy = CuttableProxy(daemon.port)
+        await proxy.start()
+        trigger = ContainerTrigger(container_id, None, hook_params=daemon.hook_params(url=f"tcp://127.0.0.1:{proxy.port}"))
+        client.api.start(container_id)
+        watching = asyncio.ensure_future(anext(trigger.run()))
+        try:
+            for _ in range(400):
+                if len(logged()) >= first:
+                    break
+                await asyncio.sleep(0.025)
+            proxy.hold()  # the rest is written, the container exits, and none of it reaches the trigger
+            await asyncio.to_thread(client.api.wait, container_id, timeout=60)
+            assert len(logged()) == first, "the stream was held before the container's last lines"
+            proxy.cut(0)  # the stream ends without them
+            return (await asyncio.wait_for(watching, 60)).payload
+        finally:
+            watching.cancel()
+            await proxy.close()
+
+    try:
+        event = asyncio.run(scenario())
+    finally:
+        client.api.remove_container(container_id, force=True)
+        client.close()
+    assert event["status"] == "exited" and event["exit_code"] == 0
+    assert logged() == [f"line-{i}" for i in range(1, first + missed + 1)], "every line once, in order"
+    assert event["last_stdout_line"] == f"line-{first + missed}"
 
 
 @pytest.mark.timeout(120)
