@@ -5,32 +5,17 @@ when it reaches back to what was read."""
 from __future__ import annotations
 
 import random
-import struct
 
 import pytest
+from test_logs import Records, frame
 
 from remote_docker.logs import LogFollower
 from remote_docker.logstream import STDERR, STDOUT, LogCursor, scan_whole_lines
 
 
-def frame(stream: int, payload: bytes) -> bytes:
-    return struct.pack(">BxxxL", stream, len(payload)) + payload
-
-
 def stamp(n: int) -> bytes:
     """dockerd's fixed-width stamp, ``n`` microseconds into a second (a flood's lines are microseconds apart)."""
     return b"2026-01-02T03:04:%02d.%06d000Z" % (5 + n // 1_000_000, n % 1_000_000)
-
-
-class Records:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str]] = []
-
-    def info(self, event: str) -> None:
-        self.records.append(("info", event))
-
-    def warning(self, event: str) -> None:
-        self.records.append(("warning", event))
 
 
 class EntryByEntry(LogFollower):
