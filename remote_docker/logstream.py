@@ -53,6 +53,10 @@ class LogCursor:
     def __post_init__(self) -> None:
         self._order.extend(sorted(self.recent))
 
+    def window_start(self) -> str:
+        """The overlap window's start, ``RESUME_OVERLAP`` before the newest entry ("" before any entry)."""
+        return _shift(self.since, -RESUME_OVERLAP) if self.since else ""
+
     def takes_newer(self) -> bool:
         """True when ``admit_newer`` may be used: a newest entry is known and no window is being replayed."""
         return self.since is not None and not self._replay
@@ -65,13 +69,13 @@ class LogCursor:
         self._run_entries += len(stamps)
         if self._run_entries > 4096:
             self._run_entries = 0
-            floor = _shift(self.since, -RESUME_OVERLAP).encode("ascii")
+            floor = self.window_start().encode("ascii")
             while len(self._runs) > 1 and self._runs[0][1][-1] < floor:
                 self._runs.popleft()
 
     def _fold(self) -> None:
         """Move the fast path's runs into ``recent`` (each of their entries was new: a count of 1)."""
-        floor = _shift(self.since, -RESUME_OVERLAP).encode("ascii") if self._runs else b""
+        floor = self.window_start().encode("ascii")
         while self._runs:
             stream, stamps = self._runs.popleft()
             if stamps[-1] < floor:
@@ -83,14 +87,14 @@ class LogCursor:
 
     def since_param(self) -> str | None:
         """The ``since`` query value (``seconds.nanoseconds``): the overlap window's start."""
-        return rfc3339_to_unix(_shift(self.since, -RESUME_OVERLAP)) if self.since else None
+        return rfc3339_to_unix(self.window_start()) if self.since else None
 
     def start_pass(self, from_tail: bool = False) -> None:
         """A new request from ``since_param``: the daemon resends the window's entries once more. ``from_tail``:
         a request for the log's last entries instead, whose entries older than the window are skipped here."""
         self._fold()
         self._replay = dict(self.recent)
-        self._floor = _shift(self.since, -RESUME_OVERLAP) if from_tail and self.since else None
+        self._floor = self.window_start() if from_tail and self.since else None
 
     def covers(self, stamp: str, stream: int) -> bool:
         """Whether a read that starts with this entry reaches back to what was read: it was read (it is in
@@ -98,7 +102,7 @@ class LogCursor:
         if self.since is None:
             return False
         self._fold()
-        return stamp < _shift(self.since, -RESUME_OVERLAP) or (stamp, stream) in self.recent
+        return stamp < self.window_start() or (stamp, stream) in self.recent
 
     def admit(self, timestamp: str, stream: int = STDOUT) -> bool:
         """Record an entry; False if it was already read before this pass."""
@@ -136,7 +140,7 @@ class LogCursor:
 
     def to_dict(self) -> dict:
         self._fold()
-        floor = _shift(self.since, -RESUME_OVERLAP) if self.since else ""
+        floor = self.window_start()
         return {"since": self.since, "recent": [[t, s, n] for (t, s), n in self.recent.items() if t >= floor]}
 
     @classmethod
