@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import engines  # noqa: E402
 import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 
@@ -29,7 +30,7 @@ Daemon = tls_dockerd.RunningDaemon
 
 def start_daemon() -> Daemon:
     state = Path(tempfile.mkdtemp(prefix="rd-bench-"))
-    environment = tls_dockerd.start(state, None)
+    environment = engines.start(None, state, None)
     daemon = Daemon(state, int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
     client = daemon.client()
     images.build(client)

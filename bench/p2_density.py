@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 from common import Daemon, Result, rss_mb, summary
 
-from remote_docker.clients import TLS_BUFFER_ENV
+from remote_docker.engine.clients import TLS_BUFFER_ENV
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.triggers import ContainerTrigger
 from remote_docker.watch import ContainerWatch

@@ -25,6 +25,7 @@ from pathlib import Path
 from common import ROOT, Daemon, Result
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import engines
 import images
 import postgres
 import tls_dockerd
@@ -37,7 +38,7 @@ def more_daemons(first: Daemon, count: int) -> list[Daemon]:
     found = []
     for _ in range(count):
         state = Path(tempfile.mkdtemp(prefix="rd-bench-pool-"))
-        environment = tls_dockerd.start(state, None, ca_from=first.state)
+        environment = engines.start(None, state, None, ca_from=first.state)
         daemon = Daemon(state, int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
         client = daemon.client()
         images.build(client, python=False)
@@ -207,7 +208,7 @@ def run(daemon: Daemon, work: Path) -> Result:
         began = time.monotonic()
         down = run_dag(services, daemon, "bench_p6", 900)
         down_elapsed = round(time.monotonic() - began, 1)
-        tls_dockerd.start(daemons[2].state, daemons[2].port)  # back, so its containers can be counted
+        engines.start(None, daemons[2].state, daemons[2].port)  # back, so its containers can be counted
         failed = failures(services, "bench_p6", down["run_id"], daemons, stopped=2)
         down_spread = per_daemon(daemons, "bench_p6", down["run_id"])
     finally:

@@ -28,6 +28,7 @@ from airflow.sdk import BaseOperator
 from remote_docker.compat import AirflowFailException
 from remote_docker.connection import DEFAULT_CONN_ID, DaemonConfigError
 from remote_docker.engine import Engine, EngineError
+from remote_docker.engine.api import stream_error
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.pool import Member
 from remote_docker.registry import ImageError, registry_of, source_for
@@ -148,8 +149,8 @@ class RemoteDockerBuildOperator(BaseOperator):
         image_id = ""
         try:
             async for item in engine.build(archive, params, config):
-                if "error" in item:
-                    raise AirflowFailException(f"building {self.tags[0]} on {engine.url} failed: {str(item['error']).strip()}")
+                if failure := stream_error(item):
+                    raise AirflowFailException(f"building {self.tags[0]} on {engine.url} failed: {str(failure).strip()}")
                 for line in str(item.get("stream", "")).splitlines():
                     if line.strip():
                         self.log.info("%s", line.rstrip())

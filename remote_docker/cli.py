@@ -60,7 +60,7 @@ def _doctor(args: argparse.Namespace) -> int:
         extra = f", labels {dict(member.labels)}" if member.labels else ""
         extra += f", max_containers {member.max_containers}" if member.max_containers else ""
         expires = report.get("client certificate expires")
-        print(f"{member.name}: ok: {report['daemon']}, Docker {report['docker version']}, {report['tls']}"
+        print(f"{member.name}: ok: {report['daemon']}, {report['engine']}, API {report['api version'].split()[0]}, {report['tls']}"
               f"{f', client certificate expires {expires}' if expires else ''}{extra}")
     print(f"{pool.source}: {len(pool.members) - failed} of {len(pool.members)} daemons answer")
     return 2 if failed else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -51,6 +52,19 @@ class DaemonConfigError(ValueError):
 def is_inline_pem(value: Any) -> bool:
     """A certificate or key given as the PEM text itself rather than a file path."""
     return isinstance(value, str) and "-----BEGIN" in value
+
+
+def parse_api_version(value: Any, what: str) -> str | None:
+    """``"1.44"`` / ``"v1.44"`` -> ``"1.44"``; ``None``, ``""`` or ``"auto"`` -> None (negotiate: ``api_version``)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "auto"):
+        return None
+    found = re.match(r"^v?(\d+)\.(\d+)$", text)
+    if not found:
+        raise DaemonConfigError(f"{what} is {value!r}; give an Engine API version like '1.44', or 'auto' to negotiate")
+    return f"{int(found.group(1))}.{int(found.group(2))}"
 
 
 def parse_bool(value: Any, what: str) -> bool:
@@ -309,7 +323,7 @@ def build_config(
         raise DaemonConfigError(f"{source} extra timeout is {extras['timeout']!r}; give seconds as a number") from None
     if timeout <= 0:
         raise DaemonConfigError(f"{source} extra timeout is {timeout}; give a positive number of seconds")
-    api_version = str(extras["api_version"]) if extras.get("api_version") not in (None, "", "auto") else None
+    api_version = parse_api_version(extras.get("api_version"), f"{source} api_version")
 
     sources = {
         name: PemSource(str(extras[name]), f"{source} {name}") for name in TLS_FILES if extras.get(name)

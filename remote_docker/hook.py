@@ -19,7 +19,6 @@ from typing import Any
 import docker
 from airflow.sdk import BaseHook
 
-from remote_docker.clients import MIN_API_VERSION, make_sync_client, shared_async_client
 from remote_docker.connection import (
     CONNECTION_OVERRIDES,
     DEFAULT_CONN_ID,
@@ -30,7 +29,8 @@ from remote_docker.connection import (
     config_from_environment,
     is_inline_pem,
 )
-from remote_docker.engine import Engine
+from remote_docker.engine import Engine, versions
+from remote_docker.engine.clients import make_sync_client, shared_async_client
 from remote_docker.errors import DaemonError
 from remote_docker.pool import DaemonPool, Member, build_pool
 
@@ -65,7 +65,8 @@ class RemoteDockerHook(BaseHook):
     :param tls_client_key: client key (path or PEM) overriding the connection.
     :param tls_verify: verify the daemon's certificate (default true).
     :param tls_hostname: name the daemon's certificate must carry, if not the URL's host.
-    :param api_version: Engine API version to speak (default: 1.41 or the connection's).
+    :param api_version: Engine API version to speak; default (or ``"auto"``): the connection's, else
+        ``DOCKER_API_VERSION``, else negotiated with the daemon (``engine.versions``).
     :param timeout: seconds for ordinary API calls.
     """
 
@@ -187,16 +188,21 @@ class RemoteDockerHook(BaseHook):
         async with self.engine() as engine:
             return await engine.version()
 
+    async def _speaking(self) -> tuple[dict[str, Any], versions.DaemonFacts, str]:
+        async with self.engine() as engine:
+            return await engine.version(), await engine.facts(), await engine.api_version()
+
     def diagnose(self) -> dict[str, str]:
         """What ``remote-docker doctor`` prints."""
         config = self.config
-        version = self.ping()
+        version, facts, spoken = asyncio.run(self._speaking())
+        how = "set by api_version" if versions.explicit_for(config) else "negotiated"
         report = {
             "daemon": config.url,
             "source": config.source,
-            "docker version": version.get("Version", "?"),
-            "api version": f"{version.get('ApiVersion', '?')} (min {version.get('MinAPIVersion', '?')}; "
-                           f"we speak {config.api_version or MIN_API_VERSION})",
+            "engine": f"{'Podman' if facts.engine == 'podman' else 'Docker'} {facts.version}",
+            "api version": f"{spoken} ({how}; the daemon speaks {facts.api_oldest}-{facts.api_newest}, "
+                           f"remote-docker {versions.OLDEST}-{versions.NEWEST})",
             "os/arch": f"{version.get('Os', '?')}/{version.get('Arch', '?')}",
         }
         if config.tls:
@@ -241,7 +247,7 @@ class RemoteDockerHook(BaseHook):
             version = self.ping()
         except (DaemonError, DaemonConfigError) as err:
             return False, str(err)
-        return True, f"Connected to Docker {version.get('Version')} (API {version.get('ApiVersion')}) at {self.config.url}"
+        return True, f"Connected to {version.get('Platform', {}).get('Name') or 'Docker'} {version.get('Version')} at {self.config.url}"
 
 
 # A triggerer starts many triggers of one connection at once, and each lookup is a round trip through its

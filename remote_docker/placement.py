@@ -31,8 +31,8 @@ from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote_docker.clients import shared_async_client
 from remote_docker.engine import Engine, EngineError
+from remote_docker.engine.clients import shared_async_client
 from remote_docker.launch import Launch, LaunchError, NoRoom
 from remote_docker.pool import DaemonPool, Member
 from remote_docker.spec import TRY_LABEL

@@ -67,7 +67,7 @@ class RunningDaemon:
         return build_config(host=self.url, extras=self.extras(**more), source="test daemon")
 
     def client(self):
-        from remote_docker.clients import make_sync_client
+        from remote_docker.engine.clients import make_sync_client
 
         return make_sync_client(self.config())
 
@@ -126,8 +126,12 @@ def _wait_ready(state: Path, proc: subprocess.Popen, port: int) -> None:
     raise SystemExit(f"dockerd did not listen on 127.0.0.1:{port} within {READY_TIMEOUT}s; see {state}/dockerd.log")
 
 
-def start(state: Path, port: int | None, live_restore: bool = False, ca_from: Path | None = None) -> dict[str, str]:
-    dockerd = shutil.which("dockerd")
+def start(state: Path, port: int | None, live_restore: bool = False, ca_from: Path | None = None, *,
+          dockerd: str | None = None, extra_env: dict[str, str] | None = None,
+          path_prefix: list[str] | None = None) -> dict[str, str]:
+    """Start a dockerd (the machine's, or ``dockerd`` with ``path_prefix`` first on its PATH so it finds its
+    own containerd; scripts/engines.py) with ``extra_env`` added to its environment."""
+    dockerd = dockerd or shutil.which("dockerd")
     if not dockerd:
         raise SystemExit("dockerd is not installed; run `apt-get install -y docker.io` (Debian) first")
     state.mkdir(parents=True, exist_ok=True)
@@ -158,6 +162,8 @@ def start(state: Path, port: int | None, live_restore: bool = False, ca_from: Pa
         args.append("--live-restore")
     env = {
         **os.environ,
+        **(extra_env or {}),
+        "PATH": os.pathsep.join([*(path_prefix or []), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]),
         "HTTP_PROXY": "http://127.0.0.1:9",
         "HTTPS_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "127.0.0.1,localhost,::1",
@@ -177,7 +183,25 @@ def _supports(dockerd: str, flag: str) -> bool:
     return flag in out
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(state: Path, timeout: float = 20.0) -> None:
+    if (state / "podman").is_dir():  # an engine of scripts/engines.py that is not a dockerd
+        import podman_service
+
+        podman_service.stop(state, timeout)
+        return
     own = state / "dockerd.ownpid"
     if not own.exists():
         return
@@ -188,14 +212,9 @@ def stop(state: Path, timeout: float = 20.0) -> None:
         own.unlink(missing_ok=True)
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        _reap(pid)
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.05)
-    else:
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
     own.unlink(missing_ok=True)
 

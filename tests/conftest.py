@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="rd-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 sys.path.insert(0, str(ROOT / "scripts"))
+import engines  # noqa: E402
 import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 from airflow_services import AirflowServices  # noqa: E402
@@ -53,7 +54,7 @@ def daemon() -> Iterator[Daemon]:
         if reuse and (state / "dockerd.ownpid").exists():
             port = int((state / "dockerd.port").read_text())
         else:
-            environment = tls_dockerd.start(state, None)
+            environment = engines.start(None, state, None)
             port = int(environment["DOCKER_HOST"].rsplit(":", 1)[1])
     except SystemExit as err:  # the harness reports start failures with SystemExit
         pytest.fail(f"could not start the test Docker daemon: {err}")
@@ -88,7 +89,7 @@ class Pool:
         tls_dockerd.stop(self.daemons[index].state)
 
     def start(self, index: int) -> None:
-        tls_dockerd.start(self.daemons[index].state, self.daemons[index].port)
+        engines.start(None, self.daemons[index].state, self.daemons[index].port)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +99,7 @@ def pool(daemon: Daemon) -> Iterator[Pool]:
     try:
         for _ in range(2):
             state = Path(tempfile.mkdtemp(prefix="rd-pool-"))
-            environment = tls_dockerd.start(state, None, ca_from=daemon.state)
+            environment = engines.start(None, state, None, ca_from=daemon.state)
             more.append(Daemon(state=state, port=int(environment["DOCKER_HOST"].rsplit(":", 1)[1])))
             client = more[-1].client()
             images.build(client, python=False)

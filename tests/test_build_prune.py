@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import engines
 import pytest
 import tls_dockerd
 from conftest import AirflowEnv, Daemon, DagRunResult, Registry, run_cli
@@ -68,7 +69,7 @@ def pair(daemon: Daemon) -> Iterator[list[Daemon]]:
     try:
         for _ in range(2):
             state = Path(tempfile.mkdtemp(prefix="rd-prune-"))
-            environment = tls_dockerd.start(state, None, ca_from=daemon.state)
+            environment = engines.start(None, state, None, ca_from=daemon.state)
             found.append(Daemon(state=state, port=int(environment["DOCKER_HOST"].rsplit(":", 1)[1])))
             client = found[-1].client()
             client.api.import_image_from_data(busybox_tar(), repository="rd-test/busybox", tag="latest",

@@ -11,18 +11,20 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 from conftest import BUSYBOX_IMAGE, Daemon, run_cli
 
 from remote_docker import certs
-from remote_docker.clients import (
+from remote_docker.connection import DaemonConfigError
+from remote_docker.engine import versions
+from remote_docker.engine.clients import (
     TLS_BUFFER_ENV,
     shared_client_count,
     small_tls_buffers,
     stream_tls_buffer_bytes,
     tls_read_buffer_bytes,
 )
-from remote_docker.connection import DaemonConfigError
 from remote_docker.errors import DaemonError
 from remote_docker.hook import RemoteDockerHook
 
@@ -177,9 +179,11 @@ def test_follow_streams_get_a_small_tls_read_buffer_and_nothing_else_does(daemon
         {"Image": BUSYBOX_IMAGE, "Cmd": ["sh", "-c", "echo one; sleep 3; echo two"], "HostConfig": {"NetworkMode": "none"}})["Id"]
     client.api.start(container)
 
+    asyncio.run(hook_for(daemon).aping())  # the daemon's version known: no request before the one measured
+
     async def follow(small: bool) -> tuple[int, bytes]:
         async with hook_for(daemon).engine() as engine:
-            url = f"{engine.docker.docker_host}/{engine.docker.api_version}/containers/{container}/logs"
+            url = f"{engine.docker.docker_host}/v{await engine.api_version()}/containers/{container}/logs"
             with small_tls_buffers(stream_tls_buffer_bytes()) if small else contextlib.nullcontext():
                 async with engine.docker.session.get(url, params={"follow": "1", "stdout": "1"}) as response:
                     size = len(response.connection.transport._ssl_protocol._ssl_buffer)
@@ -205,7 +209,7 @@ def test_tls_read_buffer_setting_bad_values(value: str) -> None:
     assert tls_read_buffer_bytes(None) is None and tls_read_buffer_bytes("64") == 65536
 
 
-def test_doctor(daemon: Daemon) -> None:
+def test_doctor(daemon: Daemon, docker_client: docker.DockerClient) -> None:
     env = {"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json()}
     result = run_cli("doctor", env=env)
     assert result.returncode == 0, result.stderr
@@ -213,7 +217,13 @@ def test_doctor(daemon: Daemon) -> None:
     assert report["daemon"] == f"https://127.0.0.1:{daemon.port}"
     assert report["tls"] == "mutual TLS, server certificate verified"
     assert report["tls peer"].startswith("CN=server (SANs localhost, 127.0.0.1")
-    assert report["api version"].startswith("1.41")
+    own = docker_client.version(api_version=False)
+    spoken = min(versions.NEWEST, own["ApiVersion"], key=versions.key)
+    assert report["api version"] == (f"{spoken} (negotiated; the daemon speaks {own['MinAPIVersion']}-{own['ApiVersion']}, "
+                                     f"remote-docker {versions.OLDEST}-{versions.NEWEST})")
+    assert report["engine"].endswith(own["Version"])
+    pinned = run_cli("doctor", env={"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(api_version=spoken)})
+    assert f"api version: {spoken} (set by api_version;" in pinned.stdout, pinned.stderr
     assert "client certificate expires" in report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from remote_docker import gate
+from remote_docker.engine import gate
 
 
 def test_a_lone_start_never_asks_the_daemon() -> None:

@@ -25,6 +25,7 @@ from contextlib import closing
 from pathlib import Path
 
 import docker
+import engines
 import pytest
 import tls_dockerd
 from airflow_services import AirflowServices, wait_until
@@ -63,7 +64,7 @@ def restartable() -> Iterator[dict[str, Daemon]]:
     try:
         for flavour in ("live", "plain"):
             state = Path(tempfile.mkdtemp(prefix=f"rd-{flavour}-"))
-            environment = tls_dockerd.start(state, None, live_restore=flavour == "live")
+            environment = engines.start(None, state, None, live_restore=flavour == "live")
             found[flavour] = Daemon(state=state, port=int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
             with closing(found[flavour].client()) as client:
                 build(client, python=False)
@@ -225,7 +226,7 @@ def restart_daemon_under_deferred_tasks(services: AirflowServices, running: Daem
                f"all {flavour} tasks streaming")
     tls_dockerd.stop(running.state)  # SIGTERM, as a service manager does
     time.sleep(2)
-    tls_dockerd.start(running.state, running.port, live_restore=flavour == "live")
+    engines.start(None, running.state, running.port, live_restore=flavour == "live")
     return run_id
 
 

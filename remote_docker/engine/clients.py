@@ -6,6 +6,8 @@
 * ``make_sync_client(config)``: a docker-py ``DockerClient`` whose TLS is pinned to our CA
   through our own SSL context, immune to ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``
   (``RemoteDockerHook.get_conn()`` for users' own code; the provider itself uses the engine).
+
+Both speak the Engine API version ``versions`` settles for their daemon.
 """
 
 from __future__ import annotations
@@ -31,11 +33,10 @@ from aiohttp.resolver import DefaultResolver
 from requests.adapters import HTTPAdapter
 
 from remote_docker.connection import DaemonConfig
+from remote_docker.engine import versions
+from remote_docker.engine.versions import DaemonFacts
 
 log = logging.getLogger(__name__)
-
-# Engine API 1.41 is Docker 20.10, the oldest engine we test against; it has everything we use.
-MIN_API_VERSION = "1.41"
 
 
 # --------------------------------------------------------------------------- docker-py (sync)
@@ -74,8 +75,24 @@ class _PinnedTLSAdapter(HTTPAdapter):
 
 
 def make_sync_client(config: DaemonConfig) -> docker.DockerClient:
-    """A docker-py client for ``config``; it makes no request until used."""
-    version = config.api_version or MIN_API_VERSION
+    """A docker-py client for ``config``, speaking the version ``versions`` chooses (asking the daemon once
+    per process when nothing sets it)."""
+    explicit = versions.explicit_for(config)
+    if explicit is None:
+        facts = versions.known(config)
+        if facts is None:
+            probe = _docker_py(config, versions.OLDEST)
+            try:
+                facts = DaemonFacts.from_document(probe.api.version(api_version=False))  # unversioned /version
+            finally:
+                probe.close()
+            versions.remember(config, facts)
+        explicit = versions.choose(facts, None, config.url)
+    return _docker_py(config, explicit)
+
+
+def _docker_py(config: DaemonConfig, version: str) -> docker.DockerClient:
+    """A docker-py client speaking ``version``; it makes no request."""
     if config.url.startswith("https://"):
         client = docker.DockerClient(base_url=config.url, version=version, timeout=config.timeout, tls=False)
         client.api.mount("https://", _PinnedTLSAdapter(config))
@@ -175,12 +192,44 @@ def shrink_tls_read_buffer(transport: Any, size: int) -> bool:
     return True
 
 
-def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
+class NegotiatingDocker(aiodocker.Docker):
+    """aiodocker speaking the Engine API version ``versions`` chooses for its daemon, settled at its first
+    versioned call (so a daemon down when the client is made is waited for like any other call)."""
+
+    def __init__(self, config: DaemonConfig, **kwargs: Any) -> None:
+        self.config = config
+        explicit = versions.explicit_for(config)
+        super().__init__(api_version=f"v{explicit}" if explicit else "auto", **kwargs)
+        self._settling: asyncio.Lock | None = None
+
+    async def facts(self) -> DaemonFacts:
+        """What the daemon is (engine, version, API range): asked once per daemon per process."""
+        found = versions.known(self.config)
+        if found is None:
+            # private: aiodocker has no public call for the unversioned /version
+            found = DaemonFacts.from_document(await self._query_json("version", versioned_api=False))
+            versions.remember(self.config, found)
+        return found
+
+    async def _check_version(self) -> None:
+        """aiodocker's hook before every versioned call."""
+        await self.settled_version()
+
+    async def settled_version(self) -> str:
+        """The version this client speaks (``"1.44"``), settled once: no request when the facts are known."""
+        if self.api_version == "auto":
+            self._settling = self._settling or asyncio.Lock()
+            async with self._settling:
+                if self.api_version == "auto":
+                    self.api_version = "v" + versions.choose(await self.facts(), None, self.config.url)
+        return self.api_version.lstrip("v")
+
+
+def make_async_client(config: DaemonConfig) -> NegotiatingDocker:
     """An aiodocker client for ``config`` that owns its connector (closed by ``close_async_client``)."""
-    api_version = f"v{(config.api_version or MIN_API_VERSION).lstrip('v')}"
     if config.is_unix:
         connector = aiohttp.UnixConnector(path=urlsplit(config.url).path, limit=0)
-        return aiodocker.Docker(url="unix://localhost", connector=connector, api_version=api_version)
+        return NegotiatingDocker(config, url="unix://localhost", connector=connector)
     url = config.url
     resolver = None
     if config.tls and config.tls.hostname:
@@ -189,17 +238,17 @@ def make_async_client(config: DaemonConfig) -> aiodocker.Docker:
         resolver = _PinnedResolver(config.tls.hostname, config.host.strip("[]"))
     # limit=0: the default of 100 connections makes watcher 101+ queue behind the others.
     connector = aiohttp.TCPConnector(ssl=config.ssl_context() or False, limit=0, resolver=resolver)
-    return aiodocker.Docker(url=url, connector=connector, api_version=api_version)
+    return NegotiatingDocker(config, url=url, connector=connector)
 
 
-async def close_async_client(client: aiodocker.Docker) -> None:
+async def close_async_client(client: NegotiatingDocker) -> None:
     await client.close()
     await client.connector.close()
 
 
 @dataclass
 class _Shared:
-    client: aiodocker.Docker
+    client: NegotiatingDocker
     users: int = 0
 
 
@@ -208,7 +257,7 @@ _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Shared]
 
 
 @asynccontextmanager
-async def shared_async_client(config: DaemonConfig) -> AsyncIterator[aiodocker.Docker]:
+async def shared_async_client(config: DaemonConfig) -> AsyncIterator[NegotiatingDocker]:
     """Borrow the loop's client for ``config``; the last borrower to leave closes it."""
     clients = _SHARED.setdefault(asyncio.get_running_loop(), {})
     key = config.fingerprint

@@ -21,10 +21,16 @@ from typing import Any, Literal, TypeVar
 import aiodocker
 import aiohttp
 
-from remote_docker.clients import shrink_tls_read_buffer, small_tls_buffers, stream_tls_buffer_bytes
 from remote_docker.connection import DaemonConfig
+from remote_docker.engine import versions
+from remote_docker.engine.clients import (
+    NegotiatingDocker,
+    shrink_tls_read_buffer,
+    small_tls_buffers,
+    stream_tls_buffer_bytes,
+)
+from remote_docker.engine.gate import start_slot
 from remote_docker.errors import DaemonError, explain
-from remote_docker.gate import start_slot
 
 ErrorKind = Literal["unreachable", "gone", "conflict", "api"]
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -62,7 +68,7 @@ def classify(err: BaseException) -> ErrorKind | None:
 class Engine:
     """One daemon's Engine API, as the provider uses it."""
 
-    def __init__(self, docker: aiodocker.Docker, config: DaemonConfig) -> None:
+    def __init__(self, docker: NegotiatingDocker, config: DaemonConfig) -> None:
         self.docker = docker
         self.config = config
 
@@ -88,6 +94,10 @@ class Engine:
         if kind == "unreachable":
             return EngineError(kind, explain(err, self.config, doing))
         detail = (getattr(err, "message", None) or str(err)).strip()
+        if "client version" in detail.lower() and getattr(err, "status", None) == 400:
+            versions.forget(self.config)  # upgraded or downgraded in place: the next client asks again
+            return EngineError(kind, f"{doing} {self.url}: {detail}; leave api_version unset (or 'auto') to negotiate, "
+                               "or set one the daemon speaks (remote-docker doctor shows its range)", 400, detail)
         return EngineError(kind, f"{doing} {self.url}: {detail}", getattr(err, "status", None), detail)
 
     # ------------------------------------------------------------------ containers
@@ -101,10 +111,21 @@ class Engine:
             filters["status"] = list(statuses)
         found = await self._call("listing containers on", self.docker.containers.list(all=True, filters=filters),
                                  bound=bound)
-        # The daemon lists newest first by its nanosecond creation times (the entries' Created is in whole
-        # seconds): reversed, that is exact creation order. private: the list entry each DockerContainer was
-        # made from; aiodocker has no public accessor for it
-        return [c._container for c in reversed(found)]
+        # private: the list entry each DockerContainer was made from; aiodocker has no public accessor for it
+        entries = [c._container for c in found]
+        # Docker lists newest first by its nanosecond creation times, Podman oldest first (the entries' Created
+        # is in whole seconds): in the engine's own order made oldest first, then sorted stably by Created
+        if (await self.facts()).engine == "docker":
+            entries.reverse()
+        return sorted(entries, key=lambda c: c.get("Created") or 0)
+
+    async def facts(self) -> versions.DaemonFacts:
+        """What the daemon is (Docker or Podman, its version and API range); asked once per process."""
+        return await self._call("asking the version of", self.docker.facts())
+
+    async def api_version(self) -> str:
+        """The Engine API version spoken to this daemon (``engine.versions``)."""
+        return await self._call("asking the version of", self.docker.settled_version())
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         """The container's inspect document; None if it no longer exists."""
@@ -255,8 +276,8 @@ class Engine:
         """The pull's progress items; an error the daemon reports inside the stream raises ``EngineError``."""
         try:
             async for item in self.docker.images.pull(image, auth=dict(auth) if auth else None, stream=True):
-                if "error" in item:  # older aiodocker does not raise these
-                    raise aiodocker.DockerError(500, item["error"])
+                if failure := stream_error(item):  # older aiodocker does not raise these
+                    raise aiodocker.DockerError(500, failure)
                 yield item
         except BaseException as err:
             raise self.error(err, "pulling on") from None
@@ -270,8 +291,8 @@ class Engine:
         name, tag = _split_reference(image)
         try:
             async for item in self.docker.images.push(name, tag=tag, auth=dict(auth) if auth else None, stream=True):
-                if "error" in item:
-                    raise aiodocker.DockerError(500, item["error"])
+                if failure := stream_error(item):
+                    raise aiodocker.DockerError(500, failure)
                 yield item
         except BaseException as err:
             raise self.error(err, "pushing from") from None
@@ -324,6 +345,14 @@ class Engine:
 
     async def version(self) -> dict[str, Any]:
         return await self._call("connecting", self.docker.version())
+
+
+def stream_error(item: Mapping[str, Any]) -> str | None:
+    """The error a pull, push or build stream reports in ``item``: ``errorDetail`` (``error`` is deprecated from
+    API 1.48 and may go empty)."""
+    detail = item.get("errorDetail")
+    message = detail.get("message") if isinstance(detail, Mapping) else None
+    return message or item.get("error") or None
 
 
 def _split_reference(reference: str) -> tuple[str, str]:
