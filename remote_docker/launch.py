@@ -19,6 +19,8 @@ from remote_docker.registry import ImageError, Source, ensure_image
 from remote_docker.spec import LABEL_PREFIX, TRY_LABEL
 
 _RUNNING_STATES = ("running", "paused", "restarting")
+PROBE_LABEL = f"{LABEL_PREFIX}probe"  # a container made only to look at the daemon's host, never started
+_HOST_ROOT = "/.remote-docker-host"
 
 
 class LaunchError(Exception):
@@ -91,6 +93,7 @@ class Launch:
         freed = pulled = False
         while True:
             try:
+                await self._refuse_missing_bind_sources(engine)
                 container_id, warnings = await engine.create(self.body, self.name)
             except EngineError as err:
                 if err.kind == "conflict" and not freed and await self._free_name(engine, log):
@@ -106,6 +109,27 @@ class Launch:
             for warning in warnings:
                 log.warning("Docker: %s", warning)
             return container_id
+
+    async def _refuse_missing_bind_sources(self, engine: Engine) -> None:
+        """Refuse a bind mount whose source is not on the daemon's host, as Docker does at create. Podman
+        creates such a source instead (its compat API makes every missing bind source a folder), so there
+        its sources are looked for first, through a container that is created with the host's / mounted
+        read-only and removed unstarted. Raises ``EngineError`` as Docker's create would (400)."""
+        sources = [m["Source"] for m in self.body.get("HostConfig", {}).get("Mounts") or []
+                   if m.get("Type") == "bind" and m.get("Source")]
+        if not sources or (await engine.facts()).engine != "podman":
+            return
+        probe = {"Image": self.body["Image"], "Cmd": ["true"], "Labels": {PROBE_LABEL: "bind-sources"},
+                 "HostConfig": {"NetworkMode": "none", "Mounts": [{"Type": "bind", "Source": "/", "Target": _HOST_ROOT,
+                                                                   "ReadOnly": True}]}}
+        probe_id, _ = await engine.create(probe, None)
+        try:
+            for source in sources:
+                if not await engine.path_exists(probe_id, f"{_HOST_ROOT}/{source.lstrip('/')}"):
+                    message = f"invalid mount config for type \"bind\": bind source path does not exist: {source}"
+                    raise EngineError("api", message, 400, message)
+        finally:
+            await engine.remove(probe_id)
 
     async def _free_name(self, engine: Engine, log: Any) -> bool:
         """``container_name`` is taken: free it if a finished container of an earlier try of this task holds it."""

@@ -107,12 +107,19 @@ def _signal_of(value: Any) -> signal.Signals | None:
         return None
 
 
+def signal_of_exit(exit_code: Any) -> signal.Signals | None:
+    """The signal an exit code above 128 says killed the process (137: SIGKILL), if it names one."""
+    return _signal_of(exit_code - 128) if isinstance(exit_code, int) and 128 < exit_code < 128 + 65 else None
+
+
 def stopping_signal(state: dict[str, Any], kills: list[dict[str, Any]], stop_timeout: int | None = None) -> str | None:
     """The signal of the kill from outside that ended the container, or None if none did.
 
     A kill ended it if the exit code says the signal killed it (128 + signal), or if it was a
     stop request (TERM, INT, QUIT, KILL) and the container finished within its stop timeout.
     Signals a program handles and lives on (USR1, a HUP reload) don't explain a later exit.
+    Podman's kill events name no signal (and its stop sends none): there a kill event counts
+    only when the exit code names the signal that killed the container.
     """
     exit_code = state.get("ExitCode")
     try:
@@ -121,13 +128,20 @@ def stopping_signal(state: dict[str, Any], kills: list[dict[str, Any]], stop_tim
         finished_at = None
     grace = (stop_timeout if stop_timeout is not None else DEFAULT_STOP_TIMEOUT) + 2
     for kill in reversed(kills):
-        sent = _signal_of(kill.get("Actor", {}).get("Attributes", {}).get("signal"))
+        attributes = kill.get("Actor", {}).get("Attributes", {})
+        sent = _signal_of(attributes.get("signal"))
+        at = kill.get("timeNano", 0) / 1e9 or float(kill.get("time", 0))
+        in_grace = finished_at is not None and at <= finished_at + 1 and finished_at - at <= grace
+        if sent is None and "signal" not in attributes:  # the engine does not say which signal
+            by_exit = signal_of_exit(exit_code)
+            if by_exit is not None and in_grace:
+                return by_exit.name
+            continue
         if sent is None:
             continue
-        at = kill.get("timeNano", 0) / 1e9 or float(kill.get("time", 0))
         if exit_code == 128 + sent.value:
             return sent.name
-        if sent in _STOP_SIGNALS and finished_at is not None and at <= finished_at + 1 and finished_at - at <= grace:
+        if sent in _STOP_SIGNALS and in_grace:
             return sent.name
     return None
 

@@ -16,6 +16,7 @@ from remote_docker.compat import AirflowException, AirflowFailException, Airflow
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.logstream import stdout_lines
+from remote_docker.outages import signal_of_exit
 from remote_docker.output import OutputError, decode, read_single_file
 
 _GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header
@@ -97,6 +98,8 @@ class Outcome:
                 cause = ", OOMKilled: it ran out of memory (raise mem_limit)"
             elif end.kill_signal:
                 cause = f", after a kill ({end.kill_signal}) from outside the task: docker stop/kill on the daemon"
+            elif killed_by := signal_of_exit(exit_code):  # the engine did not record who sent it (Podman)
+                cause = f", killed by {killed_by.name}"
             raise AirflowException(f"container {container} ({self.image}) exited with code {exit_code}{cause}{tail_text(end)}")
 
     async def _daemon_restart_line(self, engine: Engine, container: str, exit_code: int, outage: list[float]) -> str:

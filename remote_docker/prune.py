@@ -61,6 +61,7 @@ class DaemonReport:
     images: list[str] = field(default_factory=list)
     bytes_reclaimed: int = 0
     build_cache_bytes: int = 0
+    skipped: list[str] = field(default_factory=list)  # what this engine can't do, e.g. Podman's build cache
     error: str | None = None
 
     def line(self, dry_run: bool) -> str:
@@ -70,7 +71,8 @@ class DaemonReport:
         return (f"{self.daemon}: {verb} {len(self.containers)} exited container(s), {len(self.orphans)} orphan(s), "
                 f"{len(self.images)} image(s); {'would reclaim' if dry_run else 'reclaimed'} "
                 f"{(self.bytes_reclaimed + self.build_cache_bytes) / 1e6:.1f} MB"
-                f"{f' (build cache {self.build_cache_bytes / 1e6:.1f} MB)' if self.build_cache_bytes else ''}")
+                f"{f' (build cache {self.build_cache_bytes / 1e6:.1f} MB)' if self.build_cache_bytes else ''}"
+                + "".join(f"; skipped {what}" for what in self.skipped))
 
 
 @dataclass
@@ -123,8 +125,14 @@ class Prune:
             until = int((now - self.unused_images_older_than).timestamp())
             await self._images(engine, {"dangling": ["false"], "until": [str(until)]}, report)
         if self.build_cache and not self.dry_run:
-            done = await engine.prune("build", {"until": [f"{int(self.older_than.total_seconds())}s"]})
-            report.build_cache_bytes = int(done.get("SpaceReclaimed") or 0)
+            try:
+                done = await engine.prune("build", {"until": [f"{int(self.older_than.total_seconds())}s"]})
+            except EngineError as err:
+                if err.kind != "gone":
+                    raise
+                report.skipped.append(f"the build cache ({(await engine.facts()).describe()} has no /build/prune)")
+            else:
+                report.build_cache_bytes = int(done.get("SpaceReclaimed") or 0)
 
     async def _orphans(self, engine: Engine, running: list[dict], now: dt.datetime, report: DaemonReport, log: Any) -> None:
         keys = {c["Id"]: _task_key(c["Labels"]) for c in running

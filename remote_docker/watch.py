@@ -120,7 +120,7 @@ class ContainerWatch:
             return
         while True:
             try:
-                if not await self._read_tail():
+                if not (await self.engine.facts()).tail_counts_entries or not await self._read_tail():
                     await self._read(follow=False)
                 return
             except EngineError as err:

@@ -34,6 +34,8 @@ def _files(root: Path, state: Path) -> dict[str, str]:
         "[containers]",
         'netns = "none"',
         'log_driver = "k8s-file"',
+        # buildah's RUN asks for more open files and processes than this machine's hard limits let even root have
+        f"default_ulimits = {_hard_limits()}".replace("'", '"'),
         f'seccomp_profile = "{share / "seccomp.json"}"',
         "[engine]",
         'cgroup_manager = "cgroupfs"',
@@ -49,7 +51,10 @@ def _files(root: Path, state: Path) -> dict[str, str]:
         'runc = ["/usr/sbin/runc", "/usr/bin/runc"]',
         "",
     ]))
-    (own / "registries.conf").write_text('unqualified-search-registries = ["docker.io"]\nshort-name-mode = "permissive"\n')
+    # Docker takes registries on 127.0.0.0/8 for plain HTTP by default (the tests' registry is one); Podman
+    # needs it said. "127.0.0.1" also matches 127.0.0.1:PORT (containers/image's prefix match).
+    (own / "registries.conf").write_text('unqualified-search-registries = ["docker.io"]\nshort-name-mode = "permissive"\n'
+                                         '[[registry]]\nlocation = "127.0.0.1"\ninsecure = true\n')
     (own / "home/.config/containers/policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
     libraries = [str(root / "usr/lib/x86_64-linux-gnu"), str(root / "lib/x86_64-linux-gnu")]
     # bookworm's podman finds the few libraries it brought there; sid's carries an RPATH to its own glibc
@@ -65,6 +70,14 @@ def _files(root: Path, state: Path) -> dict[str, str]:
         **({} if own_glibc else {"LD_LIBRARY_PATH": ":".join(libraries)}),
         "PODMAN_IGNORE_CGROUPSV1_WARNING": "1",
     }
+
+
+def _hard_limits() -> list[str]:
+    import resource
+
+    limits = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+    return [f"{name}={hard}:{hard}" for name, which in limits.items()
+            if (hard := resource.getrlimit(which)[1]) != resource.RLIM_INFINITY]
 
 
 def _native_tls(podman: Path) -> bool:

@@ -35,6 +35,8 @@ import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 from airflow_services import AirflowServices  # noqa: E402
 
+ENGINE = engines.chosen()  # REMOTE_DOCKER_ENGINE: every daemon the tests start is this engine (scripts/engines.py)
+ENGINE_KIND = engines.ENGINES[ENGINE].kind
 BUSYBOX_IMAGE = images.BUSYBOX_IMAGE
 PYTHON_IMAGE = images.PYTHON_IMAGE
 CLOUDPICKLE_IMAGE = images.CLOUDPICKLE_IMAGE

@@ -107,17 +107,16 @@ class Engine:
         """Every container carrying all of ``labels`` (a value of None: the label with any value), in one
         of ``statuses`` if given, oldest first."""
         filters: dict[str, list[str]] = {"label": [key if value is None else f"{key}={value}" for key, value in labels.items()]}
-        if statuses:
-            filters["status"] = list(statuses)
         found = await self._call("listing containers on", self.docker.containers.list(all=True, filters=filters),
                                  bound=bound)
         # private: the list entry each DockerContainer was made from; aiodocker has no public accessor for it
         entries = [c._container for c in found]
         # Docker lists newest first by its nanosecond creation times, Podman oldest first (the entries' Created
         # is in whole seconds): in the engine's own order made oldest first, then sorted stably by Created
-        if (await self.facts()).engine == "docker":
+        if (await self.facts()).lists_newest_first:
             entries.reverse()
-        return sorted(entries, key=lambda c: c.get("Created") or 0)
+        # states are chosen here, not by the daemon's status filter: Podman refuses some of Docker's ("restarting")
+        return sorted((c for c in entries if not statuses or c.get("State") in statuses), key=lambda c: c.get("Created") or 0)
 
     async def facts(self) -> versions.DaemonFacts:
         """What the daemon is (Docker or Podman, its version and API range); asked once per process."""
@@ -260,6 +259,20 @@ class Engine:
             raise self.error(err, "reading a file on") from None
         except CONNECTION_ERRORS as err:
             raise self.error(err, "reading a file on") from None
+
+    async def path_exists(self, container_id: str, path: str) -> bool:
+        """Whether ``path`` exists in the container (``HEAD /containers/{id}/archive``); it need not run."""
+        async def ask() -> None:  # the headers say it: the archive itself is never read (HEAD has no error body)
+            async with self._response(f"containers/{container_id}/archive", params={"path": path}, timeout=self._timeout()):
+                pass
+
+        try:
+            await self._call("looking for a path on", ask())
+            return True
+        except EngineError as err:
+            if err.kind == "gone":
+                return False
+            raise
 
     # ------------------------------------------------------------------ images and the daemon
 

@@ -56,6 +56,17 @@ class DaemonFacts:
         return cls(engine=engine, version=str(document.get("Version") or "?"), api_newest=newest,
                    api_oldest=str(document.get("MinAPIVersion") or newest))
 
+    @property
+    def lists_newest_first(self) -> bool:
+        """``GET /containers/json`` order: Docker newest first, Podman oldest first."""
+        return self.engine == "docker"
+
+    @property
+    def tail_counts_entries(self) -> bool:
+        """Whether ``tail=N`` means the last N log entries. Podman counts whole lines, and sends every piece
+        of a long one: ``tail=1`` after a 1 GB line is 1 GB (docs/engines.md)."""
+        return self.engine == "docker"
+
     def describe(self) -> str:
         return f"{'Podman' if self.engine == 'podman' else 'Docker'} {self.version}, Engine API {self.api_oldest}-{self.api_newest}"
 
