@@ -123,8 +123,10 @@ class RemoteDockerBuildOperator(BaseOperator):
         pool = await hook.apool()
         members = [pool.member(self.daemon)] if self.daemon else list(pool.members)
         self.log.info("Build context: %s bytes", f"{len(archive):,}")
-        registry = registry_of(self.tags[0])
-        credentials = await source.get(registry) if source else None
+        # each registry named by a tag gets only its own credentials (a docker connection's: its host's only)
+        credentials = {}
+        for registry in dict.fromkeys(registry_of(tag) for tag in self.tags):
+            credentials[registry] = await source.for_registry(registry, self.log) if source else None
         image_id = ""
         for member in members:
             async with hook.engine(member) as engine:
@@ -133,7 +135,7 @@ class RemoteDockerBuildOperator(BaseOperator):
                     await self._push(engine, credentials)
         return image_id
 
-    async def _build(self, engine: Engine, member: Member, archive: bytes, credentials: Any) -> str:
+    async def _build(self, engine: Engine, member: Member, archive: bytes, credentials: dict[str, Any]) -> str:
         params: dict[str, Any] = {"t": self.tags[0], "dockerfile": self.dockerfile, "rm": "1", "forcerm": "1",
                                   "pull": "1" if self.pull else "0", "nocache": "1" if self.nocache else "0"}
         for key, value in (("buildargs", self.build_args), ("labels", self.labels)):
@@ -143,8 +145,8 @@ class RemoteDockerBuildOperator(BaseOperator):
             params["target"] = self.target
         if self.network_mode:
             params["networkmode"] = self.network_mode
-        config = {credentials.registry: {"username": credentials.username, "password": credentials.password}} \
-            if credentials else None
+        config = {found.registry: {"username": found.username, "password": found.password}
+                  for found in credentials.values() if found} or None
         self.log.info("Building %s on %s", self.tags[0], member.describe())
         image_id = ""
         try:
@@ -164,11 +166,12 @@ class RemoteDockerBuildOperator(BaseOperator):
         self.log.info("Built %s (%s) on %s", ", ".join(self.tags), image_id, member.describe())
         return image_id
 
-    async def _push(self, engine: Engine, credentials: Any) -> None:
+    async def _push(self, engine: Engine, credentials: dict[str, Any]) -> None:
         for tag in self.tags:
             self.log.info("Pushing %s", tag)
+            found = credentials.get(registry_of(tag))
             try:
-                async for item in engine.push(tag, credentials.auth() if credentials else None):
+                async for item in engine.push(tag, found.auth() if found else None):
                     if item.get("status") and not item.get("progressDetail") and item.get("id") is None:
                         self.log.info("%s", item["status"])
             except EngineError as err:

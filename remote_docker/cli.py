@@ -70,25 +70,29 @@ def _prune(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from remote_docker import ownership
     from remote_docker.hook import RemoteDockerHook
     from remote_docker.prune import Prune, parse_duration, states_from_database
 
     try:
         older = parse_duration(args.older_than)
-        unused = parse_duration(args.images_unused_for, "--images-unused-for") if args.images_unused_for else None
+        unused = parse_duration(args.daemon_wide_unused_images_older_than, "--daemon-wide-unused-images-older-than") \
+            if args.daemon_wide_unused_images_older_than else None
         min_age = parse_duration(args.orphan_min_age, "--orphan-min-age")
     except ValueError as err:
         print(f"remote-docker prune: {err}", file=sys.stderr)
         return 2
-    prune = Prune(older_than=older, orphans=not args.no_orphans, unused_images_older_than=unused,
-                  build_cache=not args.no_build_cache, dry_run=args.dry_run, orphan_min_age=min_age,
-                  states=None if args.no_orphans else states_from_database())
+    prune = Prune(ownership.for_cli(), older_than=older, orphans=not args.no_orphans,
+                  daemon_wide_dangling_images=args.daemon_wide_dangling_images,
+                  daemon_wide_unused_images_older_than=unused, daemon_wide_build_cache=args.daemon_wide_build_cache,
+                  dry_run=args.dry_run, orphan_min_age=min_age, states=None if args.no_orphans else states_from_database())
     log = logging.getLogger("remote_docker.prune")
     log.addHandler(logging.NullHandler())
     reports = asyncio.run(prune.run(RemoteDockerHook(args.conn_id), log))
     for report in reports:
         print(report.line(args.dry_run))
-        for what, items in (("container", report.containers), ("orphan", report.orphans), ("image", report.images)):
+        for what, items in (("container", report.containers), ("orphan", report.orphans), ("image", report.images),
+                            ("left alone", report.left_alone)):
             for item in items:
                 print(f"  {what}: {item}")
     return 2 if any(r.error for r in reports) else 0
@@ -121,15 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--docker-url", default=None, help="daemon URL, overriding the connection's host")
     doc.set_defaults(func=_doctor)
 
-    pru = sub.add_parser("prune", help="remove exited and orphaned containers of ours, dangling images, build cache")
+    pru = sub.add_parser("prune", help="remove this Airflow's exited and orphaned containers (and, if asked, the "
+                                       "daemon's dangling images and build cache)")
     pru.add_argument("--conn-id", default="remote_docker_default", help="Airflow connection id (every daemon of a pool)")
-    pru.add_argument("--older-than", default="24h", help="exited containers created before this (90s, 30m, 24h, 7d)")
+    pru.add_argument("--older-than", default="24h", help="exited containers created before this (90s, 30m, 24h, 7d; default 24h)")
     pru.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
     pru.add_argument("--no-orphans", action="store_true",
                      help="leave running containers alone (finding orphans asks Airflow's metadata database)")
-    pru.add_argument("--images-unused-for", default=None, help="also remove images no container uses, created before this")
-    pru.add_argument("--no-build-cache", action="store_true", help="keep the build cache")
-    pru.add_argument("--orphan-min-age", default="2m", help="never judge a container younger than this an orphan")
+    pru.add_argument("--daemon-wide-dangling-images", action="store_true",
+                     help="also remove every dangling image on the daemon, whoever made it")
+    pru.add_argument("--daemon-wide-unused-images-older-than", default=None, metavar="DURATION",
+                     help="also remove every image no container uses, created before this, whoever made it")
+    pru.add_argument("--daemon-wide-build-cache", action="store_true", help="also prune the daemon's build cache (everyone's)")
+    pru.add_argument("--orphan-min-age", default="2m", help="never judge a container younger than this an orphan (default 2m)")
     pru.set_defaults(func=_prune)
     return parser
 
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (certs.CertificateError, DaemonConfigError, DaemonError) as err:
+    except (certs.CertificateError, DaemonConfigError, DaemonError, LookupError) as err:
         print(f"remote-docker {args.command}: {err}", file=sys.stderr)
         return 2
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from remote_docker.engine import Engine, EngineError
+from remote_docker.ownership import Deployment, describe_stranger
 from remote_docker.registry import ImageError, Source, ensure_image
-from remote_docker.spec import LABEL_PREFIX, TRY_LABEL
+from remote_docker.spec import LABEL_PREFIX, TASK_KEYS, TRY_LABEL
 
 _RUNNING_STATES = ("running", "paused", "restarting")
 PROBE_LABEL = f"{LABEL_PREFIX}probe"  # a container made only to look at the daemon's host, never started
@@ -53,7 +54,8 @@ class Launch:
     """What starting one container takes."""
 
     image: str
-    body: Mapping[str, Any]  # the create body, labels included (spec.ContainerSpec.create_body)
+    body: Mapping[str, Any]  # the create body, labels included (spec.ContainerSpec.create_body, Deployment.stamp)
+    deployment: Deployment  # whose containers may be reused (a name held by an earlier try's)
     name: str | None = None  # container_name
     pull: str = "missing"
     credentials: Source | None = None  # where the pull's credentials come from (fetched on the worker only)
@@ -119,7 +121,7 @@ class Launch:
                    if m.get("Type") == "bind" and m.get("Source")]
         if not sources or (await engine.facts()).engine != "podman":
             return
-        probe = {"Image": self.body["Image"], "Cmd": ["true"], "Labels": {PROBE_LABEL: "bind-sources"},
+        probe = {"Image": self.body["Image"], "Cmd": ["true"], "Labels": self.deployment.stamp({PROBE_LABEL: "bind-sources"}),
                  "HostConfig": {"NetworkMode": "none", "Mounts": [{"Type": "bind", "Source": "/", "Target": _HOST_ROOT,
                                                                    "ReadOnly": True}]}}
         probe_id, _ = await engine.create(probe, None)
@@ -140,9 +142,9 @@ class Launch:
             return True
         theirs = holder["Config"].get("Labels") or {}
         ours = self.body.get("Labels") or {}
-        same_task = all(theirs.get(k) == v for k, v in ours.items() if k.startswith(LABEL_PREFIX) and k != TRY_LABEL)
-        earlier_try = theirs.get(TRY_LABEL) != ours.get(TRY_LABEL)  # this try's own is never removed here
-        if same_task and earlier_try and not holder["State"]["Running"]:
+        same_task = all(theirs.get(k) == v for k, v in ours.items() if k in TASK_KEYS and k != TRY_LABEL)
+        earlier_try = try_of(theirs) < try_of(ours)  # this try's own, or a later one's, is never removed here
+        if same_task and earlier_try and not holder["State"]["Running"] and self.deployment.owns(theirs):
             log.info("Removing finished container %s of an earlier try to reuse its name", holder["Id"][:12])
             await engine.remove(holder["Id"])
             return True
@@ -171,6 +173,14 @@ async def _remove_quietly(engine: Engine, container_id: str, log: Any) -> None:
         log.warning("Could not remove container %s: %s", container_id[:12], err)
 
 
+def try_of(labels: Mapping[str, str]) -> int:
+    """The try a container's labels name (0 when they name none or nonsense)."""
+    try:
+        return int(labels.get(TRY_LABEL, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def try_name(labels: Mapping[str, str]) -> str:
     """A container name unique to one try of one task instance: readable, and the daemon's own
     uniqueness check makes a second create of the same try fail instead of duplicating it."""
@@ -187,24 +197,40 @@ class Started:
     created: bool = False  # this call created it: no earlier run of the trigger watched it
 
 
-async def start_once(engine: Engine, launch: Launch, labels: Mapping[str, str], log: Any,
+async def ours_of_task(engine: Engine, identity: Mapping[str, str], deployment: Deployment, log: Any,
+                       *, try_too: bool = False) -> list[dict[str, Any]]:
+    """This deployment's containers of the task instance ``identity`` names (of its try only, ``try_too``),
+    oldest first; each other container carrying its labels is named in one log line and left alone."""
+    wanted = {k: v for k, v in identity.items() if try_too or k != TRY_LABEL}
+    ours = []
+    for container in await engine.find(wanted):
+        if deployment.owns(container.get("Labels")):
+            ours.append(container)
+        else:
+            log.warning("%s", describe_stranger(container))
+    return ours
+
+
+async def start_once(engine: Engine, launch: Launch, identity: Mapping[str, str], log: Any,
                      admit: Callable[[Engine, str], Awaitable[bool]] | None = None) -> Started:
     """Start this try's container, exactly once however often this runs (a triggerer restart or a
-    hand-over runs it again): the try's own container is adopted (and started if it was only
-    created). None when an earlier try's container is still running: only a worker, which knows
-    how that try ended (task_state_store), may decide whether to reattach to it."""
-    named = launch if launch.name else replace(launch, name=try_name(labels))
+    hand-over runs it again): the try's own container, if this deployment made it, is adopted (and
+    started if it was only created). None when an earlier try's container is still running: only a
+    worker, which knows how that try ended (task_state_store), may decide whether to reattach to it."""
+    named = launch if launch.name else replace(launch, name=try_name(identity))
+    this_try = int(identity[TRY_LABEL])
     mine: list[dict[str, Any]] = []
-    if labels[TRY_LABEL] != "1":  # try 1 has no earlier try, and a second run of it fails on the try's name
-        found = await engine.find({k: v for k, v in labels.items() if k != TRY_LABEL})
-        mine = [c for c in found if c["Labels"].get(TRY_LABEL) == labels[TRY_LABEL]]
-        if not mine and any(c["State"] in _RUNNING_STATES for c in found):
+    if this_try != 1:  # try 1 has no earlier try, and a second run of it fails on the try's name
+        ours = await ours_of_task(engine, identity, launch.deployment, log)
+        mine = [c for c in ours if try_of(c["Labels"]) == this_try]
+        if not mine and any(c["State"] in _RUNNING_STATES and try_of(c["Labels"]) < this_try for c in ours):
             return Started(None)
     if not mine:
         try:
             return Started(await named.start(engine, log, admit=admit), created=True)
         except LaunchError:
-            mine = await engine.find(labels)  # an earlier run of this trigger (or a twin) created it first
+            # an earlier run of this trigger (or a twin) created it first
+            mine = await ours_of_task(engine, identity, launch.deployment, log, try_too=True)
             if not mine:
                 raise
     container = mine[-1]

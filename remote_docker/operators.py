@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import capacity, checkpoints, compat, ending, reattach, trigger_start
+from remote_docker import capacity, checkpoints, compat, ending, ownership, reattach, trigger_start
 from remote_docker.compat import AirflowException, AirflowFailException, AirflowTaskTimeout
 from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
 from remote_docker.engine import Engine
@@ -261,8 +261,10 @@ class RemoteDockerOperator(BaseOperator):
             self.log.info("Starting on a worker, not in the triggerer: %s.", self._worker_start_reason)
         ti = context["ti"]
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        deployment = ownership.for_worker()
         try:
-            launch = Launch(image=self.image, body=self.container_spec().create_body(labels), name=self.container_name,
+            launch = Launch(image=self.image, body=self.container_spec().create_body(deployment.stamp(labels)),
+                            deployment=deployment, name=self.container_name,
                             pull=self.pull, credentials=source_for(self.docker_conn_id, self.credential_helper, self.aws_conn_id),
                             archive=files_archive(self.files, self.folders) if self.files or self.folders else None,
                             missing_executable=self.missing_executable)
@@ -301,7 +303,8 @@ class RemoteDockerOperator(BaseOperator):
 
     async def _start(self, pool: DaemonPool, launch: Launch, labels: dict, record: dict | None) -> tuple[Member, str] | Placement:
         """Reattach to an earlier try's container wherever it is in the pool, or place and start one."""
-        found = await reattach.find_running_in(pool, self.hook.engine, labels, record, self.stop_timeout, self.log)
+        found = await reattach.find_running_in(pool, self.hook.engine, labels, launch.deployment, record, self.stop_timeout,
+                                               self.log)
         return found or await start_placed(pool, launch, labels, self.hook.engine, self.log, pin=self.daemon_pin,
                                            wanted=self.daemon_labels)
 

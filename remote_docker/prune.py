@@ -2,18 +2,19 @@
 
 On every daemon of the connection (a pool's included), in this order:
 
-1. **exited containers of ours** (they carry ``io.remote-docker.*`` labels) created before the cut-off;
-2. **orphans**: running containers of ours whose task instance Airflow no longer runs or defers
-   (a user marked it while its trigger could not reach the container, a try that lost its worker):
-   stopped with the usual grace, then removed. Only a state Airflow reports as finished counts: a task
-   instance that is running, deferred, queued or up for retry (a retry may reattach) keeps its container,
-   and so does one Airflow can't say anything about (another deployment's container, a deleted run:
-   remove those by hand);
-3. **dangling images**, and opt-in images no container uses that were created before ``unused_images_older_than``;
-4. the **build cache**.
+1. **exited containers of this deployment** created before the cut-off (and containers it created but
+   never started, such as a start interrupted midway);
+2. **orphans**: running containers of this deployment whose task instance Airflow no longer runs or
+   defers (a user marked it while its trigger could not reach the container, a try that lost its
+   worker): stopped with the usual grace, then removed. Only a state Airflow reports as finished counts:
+   a task instance that is running, deferred, queued or up for retry (a retry may reattach) keeps its
+   container, and so does one Airflow can't say anything about (a deleted run: remove those by hand);
+3. only when asked, and **daemon-wide** (whoever made them): dangling images, images no container uses
+   created before a cut-off, and the build cache.
 
-A container without our labels is never touched. ``dry_run`` reports what would go. The report says
-what went and the bytes reclaimed, per daemon.
+A container is this deployment's only if its proof checks out (``ownership``): another deployment's,
+one without our labels, or one that copies our labels without the proof is never touched (it is named
+in the report). ``dry_run`` reports what would go. The report says what went, per daemon.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from remote_docker import ownership
 from remote_docker.compat import AirflowException
 from remote_docker.connection import DEFAULT_CONN_ID
 from remote_docker.ending import state_key
 from remote_docker.engine import Engine, EngineError
 from remote_docker.hook import RemoteDockerHook
+from remote_docker.ownership import Deployment
 from remote_docker.pool import Member
-from remote_docker.spec import LABEL_PREFIX, TRY_LABEL
+from remote_docker.spec import LABEL_PREFIX
 
 # Airflow's finished states: a container of such a task instance is an orphan
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
@@ -59,6 +62,7 @@ class DaemonReport:
     containers: list[str] = field(default_factory=list)  # "name (dag/task/run, exited 3 days ago)"
     orphans: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)  # claim this deployment without its proof
     bytes_reclaimed: int = 0
     build_cache_bytes: int = 0
     skipped: list[str] = field(default_factory=list)  # what this engine can't do, e.g. Podman's build cache
@@ -69,21 +73,24 @@ class DaemonReport:
             return f"{self.daemon}: FAILED: {self.error}"
         verb = "would remove" if dry_run else "removed"
         return (f"{self.daemon}: {verb} {len(self.containers)} exited container(s), {len(self.orphans)} orphan(s), "
-                f"{len(self.images)} image(s); {'would reclaim' if dry_run else 'reclaimed'} "
-                f"{(self.bytes_reclaimed + self.build_cache_bytes) / 1e6:.1f} MB"
-                f"{f' (build cache {self.build_cache_bytes / 1e6:.1f} MB)' if self.build_cache_bytes else ''}"
-                + "".join(f"; skipped {what}" for what in self.skipped))
+                f"{len(self.images)} image(s) (daemon-wide); {'would reclaim' if dry_run else 'reclaimed'} "
+                f"{(self.bytes_reclaimed + self.build_cache_bytes) / 1e6:.1f} MB from images"
+                f"{f' and {self.build_cache_bytes / 1e6:.1f} MB of build cache (daemon-wide)' if self.build_cache_bytes else ''}"
+                + "".join(f"; skipped {what}" for what in self.skipped)
+                + (f"; left alone {len(self.left_alone)} container(s) claiming this deployment without its proof"
+                   if self.left_alone else ""))
 
 
 @dataclass
 class Prune:
     """What to clean up, and how to ask Airflow about task instances."""
 
+    deployment: Deployment  # whose containers are cleaned up
     older_than: dt.timedelta = dt.timedelta(hours=24)
     orphans: bool = True
-    dangling_images: bool = True
-    unused_images_older_than: dt.timedelta | None = None
-    build_cache: bool = True
+    daemon_wide_dangling_images: bool = False
+    daemon_wide_unused_images_older_than: dt.timedelta | None = None
+    daemon_wide_build_cache: bool = False
     dry_run: bool = False
     states: StateLookup | None = None  # None: orphans are not looked for
     stop_timeout: int = 10
@@ -106,25 +113,26 @@ class Prune:
     async def _on(self, engine: Engine, member: Member, report: DaemonReport, log: Any) -> None:
         now = dt.datetime.now(dt.timezone.utc)
         cutoff = now - self.older_than
-        ours = await engine.find({TRY_LABEL: None})
+        ours = []
+        for container in await engine.find(self.deployment.selector()):
+            if self.deployment.owns(container.get("Labels")):
+                ours.append(container)
+            else:  # our fingerprint without our proof: not ours, whatever it claims
+                report.left_alone.append(_describe(container, now))
         exited = [c for c in ours if c["State"] in ("exited", "dead", "created") and c.get("Created", 0) < cutoff.timestamp()]
-        if self.dry_run:
-            report.containers = [_describe(c, now) for c in exited]
-        else:
-            # /containers/prune with our label: the daemon reports the space it gave back
-            done = await engine.prune("containers", {"label": [TRY_LABEL], "until": [str(int(cutoff.timestamp()))]})
-            gone = set(done.get("ContainersDeleted") or [])
-            report.containers = [_describe(c, now) for c in exited if c["Id"] in gone]
-            report.bytes_reclaimed += int(done.get("SpaceReclaimed") or 0)
+        report.containers = [_describe(c, now) for c in exited]
+        if not self.dry_run:
+            for container in exited:  # one by one, each proven ours (the daemon's own prune filters by label only)
+                await engine.remove(container["Id"])
         if self.orphans and self.states is not None:
             await self._orphans(engine, [c for c in ours if c["State"] in ("running", "paused", "restarting")], now,
                                 report, log)
-        if self.dangling_images:
+        if self.daemon_wide_dangling_images:
             await self._images(engine, {"dangling": ["true"]}, report)
-        if self.unused_images_older_than is not None:
-            until = int((now - self.unused_images_older_than).timestamp())
+        if self.daemon_wide_unused_images_older_than is not None:
+            until = int((now - self.daemon_wide_unused_images_older_than).timestamp())
             await self._images(engine, {"dangling": ["false"], "until": [str(until)]}, report)
-        if self.build_cache and not self.dry_run:
+        if self.daemon_wide_build_cache and not self.dry_run:
             try:
                 done = await engine.prune("build", {"until": [f"{int(self.older_than.total_seconds())}s"]})
             except EngineError as err:
@@ -219,31 +227,42 @@ def _query_states(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str,
     return found
 
 
+# what the operator's arguments were called before clean-up of images and cache became daemon-wide opt-ins
+_RENAMED = {"dangling_images": "daemon_wide_dangling_images", "build_cache": "daemon_wide_build_cache",
+            "unused_images_older_than": "daemon_wide_unused_images_older_than"}
+
+
 class RemoteDockerPruneOperator(BaseOperator):
     """Clean up the daemons of a connection (see the module docstring); the XCom is the report per daemon.
 
-    :param older_than: exited containers of ours created before this long ago go (default 24 h).
-    :param orphans: stop and remove running containers whose task instance has finished.
-    :param dangling_images: remove dangling images; :param unused_images_older_than: also images no
-        container uses, created before this long ago (opt-in).
-    :param build_cache: prune the build cache; :param dry_run: report only.
+    :param older_than: exited containers of this deployment created before this long ago go (default 24 h).
+    :param orphans: stop and remove running containers of this deployment whose task instance has finished.
+    :param daemon_wide_dangling_images: also remove every dangling image on the daemon, whoever made it.
+    :param daemon_wide_unused_images_older_than: also remove every image no container uses, created before
+        this long ago, whoever made it.
+    :param daemon_wide_build_cache: also prune the daemon's build cache (everyone's).
+    :param dry_run: report only.
     :param orphan_min_age: a running container younger than this is never judged an orphan (default 2 min).
     """
 
     ui_color = "#f0e4bf"
 
     def __init__(self, *, remote_docker_conn_id: str | None = DEFAULT_CONN_ID, older_than: dt.timedelta = dt.timedelta(hours=24),
-                 orphans: bool = True, dangling_images: bool = True, unused_images_older_than: dt.timedelta | None = None,
-                 build_cache: bool = True, dry_run: bool = False, orphan_min_age: dt.timedelta = ORPHAN_MIN_AGE,
-                 **kwargs: Any) -> None:
+                 orphans: bool = True, daemon_wide_dangling_images: bool = False,
+                 daemon_wide_unused_images_older_than: dt.timedelta | None = None, daemon_wide_build_cache: bool = False,
+                 dry_run: bool = False, orphan_min_age: dt.timedelta = ORPHAN_MIN_AGE, **kwargs: Any) -> None:
+        for old, new in _RENAMED.items():
+            if old in kwargs:
+                raise TypeError(f"RemoteDockerPruneOperator's {old} is now {new}: images and the build cache are the "
+                                "whole daemon's, whoever made them, so their clean-up is asked for by that name")
         super().__init__(**kwargs)
         self.remote_docker_conn_id = remote_docker_conn_id
-        self.settings = dict(older_than=older_than, orphans=orphans, dangling_images=dangling_images,
-                             unused_images_older_than=unused_images_older_than, build_cache=build_cache, dry_run=dry_run,
-                             orphan_min_age=orphan_min_age)
+        self.settings = dict(older_than=older_than, orphans=orphans, daemon_wide_dangling_images=daemon_wide_dangling_images,
+                             daemon_wide_unused_images_older_than=daemon_wide_unused_images_older_than,
+                             daemon_wide_build_cache=daemon_wide_build_cache, dry_run=dry_run, orphan_min_age=orphan_min_age)
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        prune = Prune(**self.settings, states=states_from_task_sdk(context))
+        prune = Prune(ownership.for_worker(), **self.settings, states=states_from_task_sdk(context))
         reports = asyncio.run(prune.run(RemoteDockerHook(self.remote_docker_conn_id), self.log))
         failed = [r for r in reports if r.error]
         if failed:

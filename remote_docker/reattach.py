@@ -1,10 +1,12 @@
 """Reattach instead of starting a duplicate: find what an earlier try of this task left running.
 
-Containers carry the task instance's labels, so a new try finds those of earlier tries.
-``task_state_store`` (Airflow >= 3.3) records which container a try ran and how far it got,
-which tells a try that crashed before deferring (reattach to its container) from one a user
-ended while deferred (its trigger's on_kill is stopping that container: stop it here too and
-start afresh). Containers created but never started are removed: they never ran.
+Containers carry the task instance's labels, so a new try finds those of earlier tries; only those
+this deployment made (``ownership``) and of an earlier try count: a container of this or a later try,
+or one that fails the proof, is never adopted. ``task_state_store`` (Airflow >= 3.3) records which
+container a try ran and how far it got: the recorded container is preferred, and the record tells a
+try that crashed before deferring (reattach to its container) from one a user ended while deferred (its
+trigger's on_kill is stopping that container: stop it here too and start afresh). Containers created
+but never started are removed: they never ran.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from remote_docker import compat
 from remote_docker.engine import Engine, EngineError
+from remote_docker.launch import ours_of_task, try_of
+from remote_docker.ownership import Deployment
 from remote_docker.placement import EngineFor
 from remote_docker.pool import DaemonPool, Member
 from remote_docker.spec import TRY_LABEL
@@ -46,16 +50,19 @@ def recall(context: Any, log: Any) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-async def find_running_in(pool: DaemonPool, engine_for: EngineFor, labels: dict[str, str], record: dict | None,
-                          stop_timeout: int, log: Any) -> tuple[Member, str] | None:
+async def find_running_in(pool: DaemonPool, engine_for: EngineFor, identity: dict[str, str], deployment: Deployment,
+                          record: dict | None, stop_timeout: int, log: Any) -> tuple[Member, str] | None:
     """``find_running`` on every daemon of the pool: exactly one container of the task, wherever it is. A
     daemon that does not answer is passed over (with a warning), unless the try's record puts its
-    container there: then the try fails rather than start a second one elsewhere."""
+    container there: then the try fails rather than start a second one elsewhere. Try 1 has no earlier
+    try: nothing is asked."""
+    if int(identity[TRY_LABEL]) <= 1:
+        return None
     recorded = (record or {}).get("daemon")
     for member in pool.members:
         try:
             async with engine_for(member) as engine:
-                found = await find_running(engine, labels, record, stop_timeout, log)
+                found = await find_running(engine, identity, deployment, record, stop_timeout, log)
         except EngineError as err:
             if not err.unreachable or pool.single or recorded in (member.name, member.url):
                 raise
@@ -67,11 +74,12 @@ async def find_running_in(pool: DaemonPool, engine_for: EngineFor, labels: dict[
     return None
 
 
-async def find_running(engine: Engine, labels: dict[str, str], record: dict | None, stop_timeout: int,
-                       log: Any) -> str | None:
-    """A running container of an earlier try of this task instance to reattach to, or None."""
-    same_task = {k: v for k, v in labels.items() if k != TRY_LABEL}
-    found = await engine.find(same_task)
+async def find_running(engine: Engine, identity: dict[str, str], deployment: Deployment, record: dict | None,
+                       stop_timeout: int, log: Any) -> str | None:
+    """A running container this deployment made for an earlier try of this task instance to reattach to
+    (the one the record names, if it runs), or None."""
+    this_try = int(identity[TRY_LABEL])
+    found = [c for c in await ours_of_task(engine, identity, deployment, log) if try_of(c["Labels"]) < this_try]
     for leftover in (c for c in found if c["State"] == "created"):
         # created but never started: the earlier try died in between; it never ran
         log.info("Removing container %s left unstarted by an earlier try", leftover["Id"][:12])
@@ -85,7 +93,8 @@ async def find_running(engine: Engine, labels: dict[str, str], record: dict | No
         running = [c for c in running if c["Id"] != record.get("container_id")]
     if not running:
         return None
-    chosen = running[-1]
+    recorded = [c for c in running if record and c["Id"] == record.get("container_id")]
+    chosen = (recorded or running)[-1]  # oldest first: the newest of the earlier tries' when none is recorded
     try_number = chosen["Labels"].get(TRY_LABEL, "?")
     log.info("Reattaching to container %s, started by try %s and still %s", chosen["Id"][:12], try_number, chosen["State"])
     return chosen["Id"]

@@ -55,8 +55,18 @@ def registry_of(image: str) -> str:
     """The registry host of an image reference (docker.io when it names none)."""
     first, sep, _ = image.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
+        return normal_registry(first)
     return "docker.io"
+
+
+# Docker Hub's names for itself (a docker connection's host is often its v1 URL)
+_DOCKER_HUB = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+
+
+def normal_registry(host: str) -> str:
+    """A registry as ``host[:port]``, lower case, whatever URL form names it; Docker Hub as docker.io."""
+    bare = re.sub(r"^[a-z][a-z0-9+.-]*://", "", host.strip().lower()).split("/")[0]
+    return "docker.io" if bare in _DOCKER_HUB else bare
 
 
 _cache: dict[tuple[str, str, str], tuple[float, Credentials]] = {}
@@ -95,6 +105,16 @@ class Source:
             return "check that the AWS identity may pull from this repository (ecr:BatchGetImage)"
         return f"check the login and password of connection {self.docker_conn_id!r}"
 
+    async def for_registry(self, registry: str, log: Any, *, fresh: bool = False) -> Credentials | None:
+        """Credentials to present to ``registry``, or None (with one warning) when this source's belong to
+        another: a docker connection's login goes only to the registry its host names."""
+        credentials = await self.get(registry, fresh=fresh)
+        if normal_registry(credentials.registry) != normal_registry(registry):
+            log.warning("Not sending the credentials of docker_conn_id %r to %s: they are for %s (the connection's "
+                        "host); the image goes without credentials", self.docker_conn_id, registry, credentials.registry)
+            return None
+        return credentials
+
     async def get(self, registry: str, *, fresh: bool = False) -> Credentials:
         if self.credential_helper:
             return await self._cached(("helper", self.credential_helper, registry), fresh, self._from_helper)
@@ -116,7 +136,10 @@ class Source:
         connection = BaseHook.get_connection(self.docker_conn_id)
         if not connection.login:
             raise ImageError(f"docker_conn_id {self.docker_conn_id!r} has no login; set the registry user and password")
-        registry = connection.host or ""
+        if not connection.host:
+            raise ImageError(f"docker_conn_id {self.docker_conn_id!r} has no host; set it to the registry its login is "
+                             "for (e.g. registry.example.com:5000): credentials go to that registry only")
+        registry = connection.host
         if connection.port and ":" not in registry.split("/")[-1]:
             registry = f"{registry}:{connection.port}"
         if connection.password:
@@ -128,17 +151,17 @@ class Source:
         try:
             process = await asyncio.create_subprocess_exec(name, "get", stdin=asyncio.subprocess.PIPE,
                                                            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(process.communicate(registry.encode()), HELPER_TIMEOUT)
+            out, _ = await asyncio.wait_for(process.communicate(registry.encode()), HELPER_TIMEOUT)
         except FileNotFoundError:
             raise ImageError(f"credential helper {name} is not on this worker's PATH; install it there or fix "
                              "credential_helper") from None
         except asyncio.TimeoutError:
             process.kill()
             raise ImageError(f"credential helper {name} gave no answer for {registry} within {HELPER_TIMEOUT:g}s") from None
-        answer = (out.decode(errors="replace").strip() or err.decode(errors="replace").strip()).splitlines()
         if process.returncode:
-            said = answer[0][:200] if answer else f"exit code {process.returncode}"
-            raise ImageError(f"credential helper {name} has no credentials for {registry} ({said}); log in with it first")
+            # what a failing helper printed stays out of the message: it may hold a token or a password
+            raise ImageError(f"credential helper {name} has no credentials for {registry} (exit code {process.returncode}); "
+                             f"log in with it first, or run `echo {registry} | {name} get` on this worker to see why")
         try:
             document = json.loads(out)
             username, secret = str(document["Username"]), str(document["Secret"])
@@ -194,7 +217,9 @@ async def ensure_image(engine: Engine, image: str, policy: str, source: Source |
                          "load or pull it there first, or use pull='missing'")
     registry = registry_of(image)
     for attempt in (1, 2):
-        credentials = await source.get(registry, fresh=attempt == 2) if source else None
+        credentials = await source.for_registry(registry, log, fresh=attempt == 2) if source else None
+        if source and credentials is None:
+            source = None  # not this registry's: pulled like a public image
         log.info("Pulling %s from %s%s", image, registry, f" (credentials: {source.describe()})" if source else "")
         try:
             await _pull(engine, image, credentials, log)

@@ -22,6 +22,8 @@ from dotenv import dotenv_values
 
 LABEL_PREFIX = "io.remote-docker."
 TRY_LABEL = f"{LABEL_PREFIX}try_number"
+# the labels that name a container's task instance and try (task_labels)
+TASK_KEYS = frozenset({f"{LABEL_PREFIX}{name}" for name in ("dag_id", "task_id", "run_id", "map_index")} | {TRY_LABEL})
 # The container's fields Airflow renders as templates (as the official DockerOperator does)
 TEMPLATED_FIELDS = ("image", "command", "environment", "env_file", "container_name", "mounts")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)

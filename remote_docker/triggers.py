@@ -24,12 +24,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker import checkpoints, compat, ending
+from remote_docker import checkpoints, compat, ending, ownership
 from remote_docker.connection import DaemonConfigError
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
+from remote_docker.launch import Launch, LaunchError, NoRoom, ours_of_task, start_once
 from remote_docker.logs import LogFollower, container_log, recent_lines, until_supervisor_read
 from remote_docker.placement import PlacementError, admission, daemon_for_start, failed_here, invalidate, room_freed
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
@@ -157,8 +157,13 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
+            deployment = await ownership.for_trigger()
+        except ownership.NoSecretYet as err:
+            return WatchEnd("start_on_worker", None, message=str(err))
+        try:
             spec = ContainerSpec(**self.start["spec"], **{name: getattr(self, name) for name in TEMPLATED_FIELDS})
-            launch = Launch(image=spec.image, body=spec.create_body(labels), name=spec.container_name,
+            launch = Launch(image=spec.image, body=spec.create_body(deployment.stamp(labels)), deployment=deployment,
+                            name=spec.container_name,
                             pull=self.start.get("pull", "missing"),
                             missing_executable=self.start.get("missing_executable", Launch.missing_executable))
             hook, gone = self.hook(), {}
@@ -274,7 +279,12 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance_in_triggerer
         if ti is None:
             return []
-        return await engine.find(task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number))
+        identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        try:
+            deployment = await ownership.for_trigger()
+        except ownership.NoSecretYet:  # no task of this Airflow ever made a container
+            return []
+        return await ours_of_task(engine, identity, deployment, self.log, try_too=True)
 
 
 def log_drain_seconds() -> float:

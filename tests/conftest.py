@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -34,6 +35,9 @@ import engines  # noqa: E402
 import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 from airflow_services import AirflowServices  # noqa: E402
+
+from remote_docker import ownership  # noqa: E402
+from remote_docker.ownership import Deployment  # noqa: E402
 
 ENGINE = engines.chosen()  # REMOTE_DOCKER_ENGINE: every daemon the tests start is this engine (scripts/engines.py)
 ENGINE_KIND = engines.ENGINES[ENGINE].kind
@@ -216,6 +220,15 @@ class AirflowEnv:
         return subprocess.run([str(VENV_BIN / "airflow"), *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
                               env={**self.env, **(extra_env or {})}, timeout=timeout)
+
+    def deployment(self) -> Deployment:
+        """This Airflow's deployment (``ownership``): the Variable its first task made, or one made here if none did."""
+        found = self.run("variables", "get", ownership.SECRET_VARIABLE)
+        if found.returncode != 0:
+            done = self.run("variables", "set", ownership.SECRET_VARIABLE, secrets.token_hex(32))
+            assert done.returncode == 0, done.stderr
+            return self.deployment()
+        return Deployment(found.stdout.strip().encode())
 
     def dags_test(self, dag_id: str, conf: dict | None = None, timeout: float = 900,
                   extra_env: dict | None = None) -> DagRunResult:

@@ -20,6 +20,8 @@ from conftest import ENGINE_KIND, AirflowEnv, Daemon, DagRunResult, Registry, ru
 from images import busybox_tar
 from test_operator_dag import error_line
 
+from remote_docker.ownership import DEPLOYMENT_LABEL, PROOF_LABEL, Deployment
+
 
 @pytest.fixture(scope="module")
 def build_run(airflow_env: AirflowEnv, registry: Registry) -> DagRunResult:
@@ -119,14 +121,23 @@ def scene(airflow_env: AirflowEnv, pair: list[Daemon]) -> dict:
         db.execute("update task_instance set state='running' where dag_id='rd_prune_states' and task_id='alive'")
     run_id = done.run_id
     a, b = pair
+    ours = airflow_env.deployment()
+    theirs = Deployment(b"another Airflow's secret")  # same DAGs, same run ids, its own deployment
+    finished, alive = labels("rd_prune_states", run_id, "finished"), labels("rd_prune_states", run_id, "alive")
+    forged = {**finished, DEPLOYMENT_LABEL: ours.fingerprint, PROOF_LABEL: "0" * 32}  # everything public, copied
     found = {
-        "ours_exited_a": (a, make(a, "ours-exited-a", ["true"], labels("rd_prune_states", run_id, "finished"))),
-        "ours_exited_b": (b, make(b, "ours-exited-b", ["true"], labels("rd_prune_states", run_id, "finished"))),
+        "ours_exited_a": (a, make(a, "ours-exited-a", ["true"], ours.stamp(finished))),
+        "ours_exited_b": (b, make(b, "ours-exited-b", ["true"], ours.stamp(finished))),
         "foreign_exited": (a, make(a, "foreign-exited", ["true"])),
         "foreign_running": (a, make(a, "foreign-running", ["sleep", "300"])),
-        "orphan": (b, make(b, "orphan", ["sleep", "300"], labels("rd_prune_states", run_id, "finished"))),
-        "alive": (a, make(a, "alive", ["sleep", "300"], labels("rd_prune_states", run_id, "alive"))),
-        "unknown_task": (b, make(b, "unknown", ["sleep", "300"], labels("another_airflows_dag", "r", "t"))),
+        "orphan": (b, make(b, "orphan", ["sleep", "300"], ours.stamp(finished))),
+        "alive": (a, make(a, "alive", ["sleep", "300"], ours.stamp(alive))),
+        "unknown_task": (b, make(b, "unknown", ["sleep", "300"], ours.stamp(labels("another_airflows_dag", "r", "t")))),
+        "theirs_exited": (a, make(a, "theirs-exited", ["true"], theirs.stamp(finished))),
+        "theirs_running": (b, make(b, "theirs-running", ["sleep", "300"], theirs.stamp(finished))),
+        "forged_exited": (a, make(a, "forged-exited", ["true"], forged)),
+        "forged_running": (b, make(b, "forged-running", ["sleep", "300"], forged)),
+        "labels_only": (a, make(a, "labels-only", ["sleep", "300"], finished)),  # a stranger's copy of the task labels
     }
     client = a.client()  # an image whose tag moves on: the first one dangles
     for marker in (b"one\n", b"two\n"):
@@ -143,17 +154,22 @@ def prune(scene: dict, *args: str):
 
 
 def test_a_dry_run_reports_what_would_go_and_removes_nothing(scene: dict) -> None:
-    done = prune(scene, "--dry-run")
+    done = prune(scene, "--dry-run", "--daemon-wide-dangling-images")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert re.search(r"127\.0\.0\.1:\d+: would remove 1 exited container\(s\), 0 orphan\(s\), 1 image\(s\)", out), out
-    assert re.search(r"127\.0\.0\.1:\d+: would remove 1 exited container\(s\), 1 orphan\(s\), 0 image\(s\)", out), out
+    assert re.search(r"127\.0\.0\.1:\d+: would remove 1 exited container\(s\), 0 orphan\(s\), 1 image\(s\) "
+                     r"\(daemon-wide\);.*; left alone 1 container\(s\) claiming this deployment without its proof", out), out
+    assert re.search(r"127\.0\.0\.1:\d+: would remove 1 exited container\(s\), 1 orphan\(s\), 0 image\(s\) "
+                     r"\(daemon-wide\);.*; left alone 1 container\(s\)", out), out
     assert "orphan: orphan (rd_prune_states.finished of" in out and "task instance success" in out
+    assert "left alone: forged-exited (rd_prune_states.finished" in out and "left alone: forged-running" in out
     assert all(exists(daemon, cid) for daemon, cid in scene["containers"].values())
+    without = prune(scene, "--dry-run")
+    assert " 0 image(s) (daemon-wide)" in without.stdout and " 1 image(s)" not in without.stdout, "images only when asked"
 
 
 def test_prune_removes_ours_stops_orphans_and_never_touches_the_rest(scene: dict, pair: list[Daemon]) -> None:
-    done = prune(scene)
+    done = prune(scene, "--daemon-wide-dangling-images", "--daemon-wide-build-cache")
     assert done.returncode == 0, done.stderr + done.stdout
     states = {name: exists(daemon, cid) for name, (daemon, cid) in scene["containers"].items()}
     assert states["ours_exited_a"] is None and states["ours_exited_b"] is None, "exited containers of ours, on both daemons"
@@ -161,10 +177,13 @@ def test_prune_removes_ours_stops_orphans_and_never_touches_the_rest(scene: dict
     assert states["foreign_exited"] is not None and states["foreign_running"]["Running"], "no labels of ours: untouched"
     assert states["alive"]["Running"], "its task instance is running"
     assert states["unknown_task"]["Running"], "a task instance this Airflow doesn't know is left alone"
+    assert states["theirs_exited"] is not None and states["theirs_running"]["Running"], "another deployment's: untouched"
+    assert states["forged_exited"] is not None and states["forged_running"]["Running"], "labels copied, no proof: untouched"
+    assert states["labels_only"]["Running"], "the task's labels alone prove nothing"
     client = pair[0].client()
     dangling = client.api.images(filters={"dangling": True})
     client.close()
-    assert dangling == [] and re.search(r"reclaimed \d+\.\d MB", done.stdout), done.stdout
+    assert dangling == [] and re.search(r"reclaimed \d+\.\d MB from images", done.stdout), done.stdout
     assert len(done.stdout.strip().splitlines()) >= 2
 
 
@@ -177,7 +196,7 @@ def test_bad_durations_are_one_line(scene: dict) -> None:
 
 def test_the_prune_operator_asks_airflow_through_the_task_sdk(airflow_env: AirflowEnv, scene: dict, pair: list[Daemon]) -> None:
     a, _ = pair
-    extra = make(a, "ours-exited-again", ["true"], labels("rd_prune_states", scene["run_id"], "finished"))
+    extra = make(a, "ours-exited-again", ["true"], airflow_env.deployment().stamp(labels("rd_prune_states", scene["run_id"], "finished")))
     time.sleep(1.5)
     run = airflow_env.dags_test("rd_prune_op", extra_env={"AIRFLOW_CONN_RD_PRUNE_POOL": scene["env"]["AIRFLOW_CONN_RD_PRUNE_POOL"]})
     task = run["prune"]

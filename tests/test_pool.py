@@ -17,6 +17,7 @@ from remote_docker import certs, placement
 from remote_docker.connection import DaemonConfigError
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch
+from remote_docker.ownership import Deployment
 from remote_docker.pool import build_pool
 from remote_docker.spec import TRY_LABEL, ContainerSpec, task_labels
 
@@ -381,7 +382,8 @@ def test_start_placed_goes_to_the_next_daemon_when_one_fails(pool: Pool) -> None
     members = build_pool(host="", port=None, extras=extra, source="connection 'p'")
     labels = labels_for("failover")
     spec = ContainerSpec(image="rd-test/busybox:latest", command=["true"], network_mode="none")
-    launch = Launch(image=spec.image, body=spec.create_body(labels))
+    deployment = Deployment(b"test deployment")
+    launch = Launch(image=spec.image, body=spec.create_body(deployment.stamp(labels)), deployment=deployment)
     hook = RemoteDockerHook(None)
     messages: list[str] = []
 

@@ -136,8 +136,9 @@ def test_ecr_tokens_come_from_the_amazon_provider_and_are_kept_until_they_expire
 
 def test_each_credential_failure_is_one_line_naming_the_registry_and_the_source(run: DagRunResult, registry: Registry) -> None:
     assert error_line(run, "helper_without_credentials") == (
-        f"credential helper docker-credential-rdnone has no credentials for {registry.host} "
-        "(credentials not found in native keychain); log in with it first")
+        f"credential helper docker-credential-rdnone has no credentials for {registry.host} (exit code 1); log in with it "
+        f"first, or run `echo {registry.host} | docker-credential-rdnone get` on this worker to see why")
+    assert "keychain" not in error_line(run, "helper_without_credentials"), "what the helper printed stays out"
     assert error_line(run, "helper_not_installed") == (
         "credential helper docker-credential-not-installed-here is not on this worker's PATH; install it there or fix "
         "credential_helper")

@@ -1,0 +1,151 @@
+"""Which containers are this deployment's: a proof on every container we create, checked before we touch one.
+
+Anyone who can reach a daemon can start a container with our labels, and two Airflow deployments with the
+same DAGs (staging and production) on one daemon have the same DAG, task and run ids. So every container we
+create also carries:
+
+* ``io.remote-docker.deployment``: a public fingerprint of this deployment's secret. Listings ask the daemon
+  for it, so another deployment's containers never show up;
+* ``io.remote-docker.proof``: an HMAC-SHA256, under the deployment's secret, of the container's own task
+  labels (DAG, task, run, map index, try). It can't be computed without the secret; copied from one of our
+  containers, it proves only that container's own task and try.
+
+A container is ours only if its proof checks out (``Deployment.owns``); reattach, adoption, result reading
+and prune act on nothing else.
+
+The secret is ``[remote_docker] deployment_secret`` (``AIRFLOW__REMOTE_DOCKER__DEPLOYMENT_SECRET``) when set:
+the same on every worker and triggerer of a deployment, different between deployments. Without it, the
+Airflow Variable ``remote_docker_deployment_secret`` is used, made by the first task that needs it (32
+random bytes): each deployment has its own metadata database, so its own secret. Airflow masks both by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from remote_docker.spec import LABEL_PREFIX
+
+DEPLOYMENT_LABEL = f"{LABEL_PREFIX}deployment"
+PROOF_LABEL = f"{LABEL_PREFIX}proof"
+SECRET_OPTION = ("remote_docker", "deployment_secret")
+SECRET_VARIABLE = "remote_docker_deployment_secret"
+_SETTLE_SECONDS = 1.0  # tasks that made the Variable at the same moment read back the one that stayed
+_UNSIGNED = (DEPLOYMENT_LABEL, PROOF_LABEL)
+
+
+class NoSecretYet(LookupError):
+    """No task of this deployment has made its secret yet, and none is configured."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """This deployment's secret, and what it proves."""
+
+    secret: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(b"remote-docker deployment\0" + self.secret).hexdigest()[:16]
+
+    def proof(self, labels: Mapping[str, str]) -> str:
+        """The HMAC of a container's own labels of ours (task identity, try, what it is for)."""
+        signed = "\0".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith(LABEL_PREFIX) and k not in _UNSIGNED)
+        return hmac.new(self.secret, b"remote-docker/1\0" + signed.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def stamp(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """``labels`` with this deployment's fingerprint and proof added: what a container we create carries."""
+        return {**labels, DEPLOYMENT_LABEL: self.fingerprint, PROOF_LABEL: self.proof(labels)}
+
+    def selector(self, labels: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+        """A listing filter for this deployment's containers carrying ``labels``."""
+        return {**(labels or {}), DEPLOYMENT_LABEL: self.fingerprint}
+
+    def owns(self, labels: Mapping[str, str] | None) -> bool:
+        """Whether a container with these labels was made by this deployment."""
+        labels = labels or {}
+        return labels.get(DEPLOYMENT_LABEL) == self.fingerprint and hmac.compare_digest(
+            str(labels.get(PROOF_LABEL, "")), self.proof(labels))
+
+
+def describe_stranger(container: Mapping[str, Any]) -> str:
+    """One line naming a container that carries our task labels but fails the check, for the task log."""
+    labels = container.get("Labels") or {}
+    whose = "another deployment's" if labels.get(DEPLOYMENT_LABEL) else "not made by remote-docker"
+    name = (container.get("Names") or ["/?"])[0].lstrip("/")
+    return (f"container {str(container.get('Id', '?'))[:12]} ({name}) carries this task's labels but not this "
+            f"deployment's proof ({whose}); it is left alone")
+
+
+def _configured() -> bytes | None:
+    from airflow.configuration import conf
+
+    value = conf.get(*SECRET_OPTION, fallback=None)
+    return value.strip().encode() if value and value.strip() else None
+
+
+_cached: Deployment | None = None
+
+
+def for_worker() -> Deployment:
+    """This deployment, on a worker: the configured secret, else the Variable (made here if nobody has yet)."""
+    global _cached
+    if _cached is None:
+        secret = _configured()
+        if secret is None:
+            from airflow.sdk import Variable
+
+            value = Variable.get(SECRET_VARIABLE, default=None)
+            if not value:
+                Variable.set(SECRET_VARIABLE, secrets.token_hex(32),
+                             description="remote-docker: proves which containers this Airflow made (docs/security.md)")
+                time.sleep(_SETTLE_SECONDS)  # another task that set it meanwhile: both go on with the one that stayed
+                value = Variable.get(SECRET_VARIABLE)
+            secret = str(value).encode()
+        _cached = Deployment(secret)
+    return _cached
+
+
+async def for_trigger() -> Deployment:
+    """This deployment, in a triggerer (Airflow >= 3.3): the configured secret, else the Variable, asked through
+    the triggerer's supervisor. A trigger never makes the Variable (``NoSecretYet``: the task starts on a worker,
+    which makes it)."""
+    global _cached
+    if _cached is None:
+        secret = _configured()
+        if secret is None:
+            from airflow.sdk.execution_time.comms import GetVariable
+            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+            answer = await SUPERVISOR_COMMS.asend(GetVariable(key=SECRET_VARIABLE))
+            value = getattr(answer, "value", None)
+            if not value:
+                raise NoSecretYet(f"the Airflow Variable {SECRET_VARIABLE} does not exist yet (a worker makes it)")
+            secret = str(value).encode()
+        _cached = Deployment(secret)
+    return _cached
+
+
+def for_cli() -> Deployment:
+    """This deployment, for the ``remote-docker`` command on a machine configured for this Airflow (its database)."""
+    secret = _configured()
+    if secret is None:
+        from airflow.models import Variable
+
+        value = Variable.get(SECRET_VARIABLE, default_var=None)
+        if not value:
+            raise NoSecretYet(f"this Airflow has no deployment secret yet ([remote_docker] deployment_secret, or the "
+                              f"Variable {SECRET_VARIABLE} its first task makes): none of its containers can be told")
+        secret = str(value).encode()
+    return Deployment(secret)
+
+
+def forget() -> None:
+    """Drop the cached deployment (tests; a process whose configuration changed)."""
+    global _cached
+    _cached = None
