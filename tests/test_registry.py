@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
+import threading
+from collections.abc import Iterator
+
 import pytest
 from conftest import AirflowEnv, Daemon, DagRunResult, Registry
 from test_operator_dag import error_line
 
 
+class Collector(http.server.BaseHTTPRequestHandler):
+    """A registry that asks every client for a password and keeps every Authorization header it is sent."""
+
+    seen: list[str] = []
+
+    def _challenge(self) -> None:
+        self.seen.append(self.headers.get("Authorization") or "")
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="collector"')
+        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _challenge
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def run(airflow_env: AirflowEnv, registry: Registry, daemon: Daemon) -> DagRunResult:
+def foreign() -> Iterator[tuple[str, list[str]]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", Collector.seen
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run(airflow_env: AirflowEnv, registry: Registry, daemon: Daemon, foreign: tuple[str, list[str]]) -> DagRunResult:
     client = daemon.client()
     for image in (f"{registry.host}/rd/busybox:1",):  # another test may have pulled it already
         if client.api.images(name=image):
@@ -16,6 +48,7 @@ def run(airflow_env: AirflowEnv, registry: Registry, daemon: Daemon) -> DagRunRe
     client.close()
     return airflow_env.dags_test("rd_registry", extra_env={
         "REMOTE_DOCKER_TEST_REGISTRY": registry.host,
+        "REMOTE_DOCKER_TEST_FOREIGN_REGISTRY": foreign[0],
         "AIRFLOW_CONN_TEST_REGISTRY": registry.connection_json(),
         "AIRFLOW_CONN_BAD_REGISTRY": registry.connection_json(password="wrong-password"),
     })
@@ -52,3 +85,15 @@ def test_unknown_image_names_the_registry(run: DagRunResult, registry: Registry)
     message = error_line(run, "unknown_image")
     assert message.startswith(f"pulling {registry.host}/rd/not-pushed:1 from {registry.host} failed: ")
     assert "not-pushed" in message
+
+
+def test_a_templated_image_or_tag_on_another_registry_gets_no_credentials(run: DagRunResult, registry: Registry,
+                                                                         foreign: tuple[str, list[str]]) -> None:
+    host, seen = foreign
+    assert run["foreign_image"].state == "failed" and run["foreign_push"].state == "failed"
+    assert seen, "the daemon did ask the other registry"
+    secret = base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
+    assert not any(secret in header or registry.password in header for header in seen), seen
+    for task_id in ("foreign_image", "foreign_push"):
+        assert (f"Not sending the credentials of docker_conn_id 'test_registry' to {host}: they are for {registry.host} "
+                "(the connection's host)") in run[task_id].text()
