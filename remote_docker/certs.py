@@ -16,7 +16,7 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -60,9 +60,10 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 def write_atomically(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, created with ``mode``.
 
-    The file never exists with looser permissions, and a crash leaves the old file or none.
+    The file never exists with looser permissions, and a crash leaves the old file or none; its folder
+    is private (0700) whatever the umask.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
@@ -74,6 +75,24 @@ def write_atomically(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def private_folder(folder: Path) -> None:
+    """``folder`` exists with mode 0700 (mkdir's mode is filtered by the umask: set it after)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o777 != 0o700:
+        folder.chmod(0o700)
+
+
+def _key_mode_problem(path: Path, force: bool) -> str | None:
+    """A kept key readable by others: fixed with ``force``, else one line saying so."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 == 0:
+        return None
+    if force:
+        path.chmod(0o600)
+        return f"{path} had mode {mode:o}; set to 600"
+    return f"{path} has mode {mode:o}: others can read this private key; chmod 600 {path} (or re-run with --force)"
 
 
 def parse_san(value: str) -> x509.GeneralName:
@@ -156,6 +175,7 @@ def _make_leaf(
 class GenerateResult:
     written: list[Path]
     kept: list[Path]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, object] | None:
@@ -207,6 +227,7 @@ def generate(
         raise CertificateError(f"--rsa-bits {rsa_bits} is too small; use {MIN_RSA_BITS} or more")
 
     result = GenerateResult(written=[], kept=[])
+    private_folder(out)
     ca_dir = out / "ca"
     loaded = _load_ca(ca_dir)
     if loaded is None:
@@ -217,6 +238,9 @@ def generate(
     else:
         ca_cert, ca_key = loaded
         result.kept.append(ca_dir / "cert.pem")
+        private_folder(ca_dir)
+        if problem := _key_mode_problem(ca_dir / "key.pem", force):
+            result.warnings.append(problem)
 
     leaves = [(server_name, ExtendedKeyUsageOID.SERVER_AUTH, general_names)]
     if with_client:
@@ -232,6 +256,9 @@ def generate(
                     f"{leaf_dir} is incomplete ({missing} missing); re-run with --force to re-issue it"
                 )
             result.kept.append(leaf_dir / "cert.pem")
+            private_folder(leaf_dir)
+            if problem := _key_mode_problem(leaf_dir / "key.pem", force):
+                result.warnings.append(problem)
             continue
         cert, key = _make_leaf(name, usage, leaf_sans, ca_cert, ca_key, days, key_type, rsa_bits)
         write_atomically(leaf_dir / "key.pem", _key_pem(key), 0o600)

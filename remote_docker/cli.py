@@ -26,6 +26,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     for path in result.kept:
         print(f"kept  {path} (exists; --force re-issues a leaf certificate, the CA is always reused)")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

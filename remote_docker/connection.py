@@ -28,19 +28,22 @@ from cryptography.hazmat.primitives import serialization
 DEFAULT_CONN_ID = "remote_docker_default"
 DEFAULT_TLS_PORT = 2376
 DEFAULT_TIMEOUT = 60.0
-TLS_FILES = ("ca_cert", "client_cert", "client_key")
+TLS_FILES = ("ca_cert", "client_cert", "client_private_key")
 # Operator / hook arguments (the official DockerOperator's names) -> the connection extra each overrides.
 # ``docker_url`` overrides the connection's host.
 CONNECTION_OVERRIDES = {
     "tls_ca_cert": "ca_cert",
     "tls_client_cert": "client_cert",
-    "tls_client_key": "client_key",
+    "tls_client_key": "client_private_key",
     "tls_verify": "tls_verify",
     "tls_hostname": "tls_hostname",
     "api_version": "api_version",
     "timeout": "timeout",
 }
 OVERRIDE_ARGUMENTS = ("docker_url", *CONNECTION_OVERRIDES)
+# Extras renamed, old name -> new. Airflow masks a connection extra by its name, and "client_key" is not a
+# name it masks ("client_private_key" contains "private_key", which it does): the old name still works.
+RENAMED_EXTRAS = {"client_key": "client_private_key"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -52,6 +55,35 @@ class DaemonConfigError(ValueError):
 def is_inline_pem(value: Any) -> bool:
     """A certificate or key given as the PEM text itself rather than a file path."""
     return isinstance(value, str) and "-----BEGIN" in value
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+
+def rebuild_pem(text: str) -> str:
+    """PEM text with its line breaks restored: a browser's single-line input turns each into a space (the
+    connection form's key field is one), which OpenSSL then refuses. Well-formed PEM comes back the same
+    but for line lengths; a block with headers (an encrypted key's) is left as it is."""
+    blocks = _PEM_BLOCK.findall(text)
+    if not blocks or any(":" in body for _, body in blocks):
+        return text
+    rebuilt = []
+    for label, body in blocks:
+        data = re.sub(r"\s+", "", body)
+        lines = "\n".join(data[i:i + 64] for i in range(0, len(data), 64))
+        rebuilt.append(f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n")
+    return "".join(rebuilt)
+
+
+def renamed_extras(extras: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``extras`` with old names replaced by their new ones (``RENAMED_EXTRAS``)."""
+    found = dict(extras)
+    for old, new in RENAMED_EXTRAS.items():
+        if old in found:
+            if found.get(new) not in (None, ""):
+                raise DaemonConfigError(f"{where} has both {old} and {new}; keep {new} (Airflow masks it by that name)")
+            found[new] = found.pop(old)
+    return found
 
 
 def parse_api_version(value: Any, what: str) -> str | None:
@@ -94,7 +126,7 @@ class PemSource:
 
     def read(self) -> bytes:
         if self.is_inline:
-            return self.value.strip().encode() + b"\n"
+            return rebuild_pem(self.value.strip()).strip().encode() + b"\n"
         path = Path(self.value).expanduser()
         try:
             return path.read_bytes()
@@ -179,6 +211,17 @@ class DaemonConfig:
     def ssl_context(self) -> ssl.SSLContext | None:
         return self.tls.ssl_context() if self.tls else None
 
+    @property
+    def checks_off(self) -> str | None:
+        """What the user turned off of the daemon's authentication, in words; None when nothing is."""
+        if self.tls is not None and not self.tls.verify:
+            return "tls_verify=false: the traffic is encrypted, but the daemon's certificate is not checked"
+        if self.tls is not None and self.tls.hostname == "":
+            return "tls_hostname=False: the daemon's certificate is checked against the CA, not its name"
+        if self.tls is None and not self.is_unix:
+            return '"tls": false: plain HTTP, neither encrypted nor authenticated'
+        return None
+
 
 def _load_certificate(source: PemSource, data: bytes) -> x509.Certificate:
     try:
@@ -207,16 +250,16 @@ def load_tls_material(
     now: dt.datetime | None = None,
 ) -> TLSMaterial:
     """Load and cross-check TLS files; refuse partial sets instead of quietly dropping TLS."""
-    given = {"ca_cert": ca, "client_cert": cert, "client_key": key}
+    given = {"ca_cert": ca, "client_cert": cert, "client_private_key": key}
     missing = [name for name, value in given.items() if value is None]
     if len(missing) == 3 and verify:
         raise DaemonConfigError(
-            f"{where} uses TLS but has no certificates; set ca_cert, client_cert and client_key "
+            f"{where} uses TLS but has no certificates; set ca_cert, client_cert and client_private_key "
             "(file paths or PEM text), or \"tls\": false for a plain-HTTP socket proxy"
         )
     if (cert is None and key is not None) or (cert is not None and key is None):
-        raise DaemonConfigError(f"{where} has {'client_key' if key else 'client_cert'} without "
-                                f"{'client_cert' if key else 'client_key'}; give both")
+        raise DaemonConfigError(f"{where} has {'client_private_key' if key else 'client_cert'} without "
+                                f"{'client_cert' if key else 'client_private_key'}; give both")
     if verify and missing:
         raise DaemonConfigError(f"{where} is missing {', '.join(missing)}; give all three TLS files "
                                 "(or generate them with `remote-docker generate-certs`)")
@@ -308,15 +351,15 @@ def build_config(
 ) -> DaemonConfig:
     """Resolve a daemon from a host and connection-style extras (see the connection docs).
 
-    ``extras`` keys: ``ca_cert``, ``client_cert``, ``client_key`` (path or PEM), ``tls``
+    ``extras`` keys: ``ca_cert``, ``client_cert``, ``client_private_key`` (path or PEM), ``tls``
     (explicit on/off), ``tls_verify``, ``tls_hostname``, ``api_version``, ``timeout``.
     """
-    extras = dict(extras or {})
+    extras = renamed_extras(extras or {}, source)
     scheme, address = normalize_url(host, port, source)
     unknown = set(extras) - {*TLS_FILES, "tls", "tls_verify", "tls_hostname", "api_version", "timeout"}
     if unknown:
         raise DaemonConfigError(f"{source} has unknown extra {', '.join(sorted(unknown))}; "
-                                "allowed: ca_cert, client_cert, client_key, tls, tls_verify, tls_hostname, api_version, timeout")
+                                "allowed: ca_cert, client_cert, client_private_key, tls, tls_verify, tls_hostname, api_version, timeout")
     try:
         timeout = float(extras.get("timeout") or DEFAULT_TIMEOUT)
     except (TypeError, ValueError):
@@ -348,10 +391,13 @@ def build_config(
         )
     verify = parse_bool(extras.get("tls_verify", True), f"{source} extra tls_verify")
     hostname = extras.get("tls_hostname")
+    if isinstance(hostname, str) and not hostname.strip():
+        raise DaemonConfigError(f"{source} tls_hostname is empty; give the name the daemon's certificate carries, "
+                                "or False to turn the name check off")
     if hostname is False or (isinstance(hostname, str) and hostname.strip().lower() == "false"):
         hostname = ""  # explicit opt-out of hostname checking (the official operator's tls_hostname=False)
     material = load_tls_material(
-        sources.get("ca_cert"), sources.get("client_cert"), sources.get("client_key"),
+        sources.get("ca_cert"), sources.get("client_cert"), sources.get("client_private_key"),
         verify=verify, hostname=hostname or (None if hostname is None else ""), where=source,
     )
     return DaemonConfig(url=f"https://{address}", source=source, tls=material, api_version=api_version, timeout=timeout)
@@ -367,6 +413,6 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> DaemonC
     cert_path = environ.get("DOCKER_CERT_PATH")
     if cert_path:
         folder = Path(cert_path).expanduser()
-        extras.update(ca_cert=str(folder / "ca.pem"), client_cert=str(folder / "cert.pem"), client_key=str(folder / "key.pem"))
+        extras.update(ca_cert=str(folder / "ca.pem"), client_cert=str(folder / "cert.pem"), client_private_key=str(folder / "key.pem"))
     # tcp:// without DOCKER_CERT_PATH is refused by build_config: never plain HTTP by omission.
     return build_config(host=host, extras=extras, source="DOCKER_HOST")

@@ -64,7 +64,7 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
             or "certificate_expired" in lowered or "certificate expired" in lowered or "alert certificate" in lowered:
         if config.tls is not None and not config.tls.cert_pem:
             return (f"{doing} {url}: the daemon requires a client certificate and none is configured; "
-                    "set client_cert and client_key")
+                    "set client_cert and client_private_key")
         return (f"{doing} {url}: the daemon rejected our client certificate; use a client certificate "
                 "issued by the daemon's CA and still valid (remote-docker check-certs)")
     closed_early = any(isinstance(c, (ssl.SSLEOFError, ConnectionResetError)) for c in causes) or \
@@ -73,7 +73,7 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
         # TLS 1.3 sends the refusal after the handshake; under load the client often sees only the close
         if not config.tls.cert_pem:
             return (f"{doing} {url}: the daemon requires a client certificate and none is configured; "
-                    "set client_cert and client_key")
+                    "set client_cert and client_private_key")
         return (f"{doing} {url}: the daemon closed the TLS connection, most likely because it rejected our client "
                 "certificate; use a client certificate issued by the daemon's CA and still valid (remote-docker check-certs)")
     if "wrong_version_number" in lowered or "record layer failure" in lowered or "packet_length_too_long" in lowered \
@@ -81,7 +81,7 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
         return (f"{doing} {url}: the daemon answered in plain HTTP, not TLS; point at its TLS port, "
                 "or use http:// with \"tls\": false only for a plain socket proxy")
     if "client sent an http request to an https server" in lowered:
-        return (f"{doing} {url}: that port speaks TLS; use tcp:// or https:// with ca_cert, client_cert and client_key")
+        return (f"{doing} {url}: that port speaks TLS; use tcp:// or https:// with ca_cert, client_cert and client_private_key")
     if "payload is not completed" in lowered or "transfer length" in lowered:
         return f"{doing} {url}: the daemon ended the response midway (restarted or stopped?)"
     if isinstance(exc, ssl.SSLError) or any(isinstance(c, ssl.SSLError) for c in causes):

@@ -23,11 +23,13 @@ from remote_docker.connection import (
     CONNECTION_OVERRIDES,
     DEFAULT_CONN_ID,
     OVERRIDE_ARGUMENTS,
+    RENAMED_EXTRAS,
     DaemonConfig,
     DaemonConfigError,
     build_config,
     config_from_environment,
     is_inline_pem,
+    rebuild_pem,
 )
 from remote_docker.engine import Engine, versions
 from remote_docker.engine.clients import make_sync_client, shared_async_client
@@ -42,14 +44,25 @@ def normalize_extras(extras: dict[str, Any], conn_type: str) -> dict[str, Any]:
 
 
 def _mask_inline_keys(extras: dict[str, Any]) -> None:
-    """A private key pasted as PEM must never show in logs or rendered fields."""
-    value = extras.get("client_key")
-    if is_inline_pem(value):
-        from airflow.sdk.log import mask_secret
+    """A private key pasted as PEM, at the top or in a pool member, must never show in logs or rendered fields."""
+    members = extras.get("daemons") if isinstance(extras.get("daemons"), list) else []
+    for where in (extras, *(m for m in members if isinstance(m, dict))):
+        for name in ("client_private_key", *RENAMED_EXTRAS):
+            value = where.get(name)
+            if is_inline_pem(value):
+                from airflow.sdk.log import mask_secret
 
-        mask_secret(value)
-        for line in value.strip().splitlines()[1:-1]:
-            mask_secret(line)
+                mask_secret(value)
+                for line in rebuild_pem(value.strip()).splitlines():  # however its line breaks came
+                    if not line.startswith("-----"):
+                        mask_secret(line)
+
+
+def _old_names(extras: dict[str, Any]) -> list[str]:
+    """The renamed extras (``RENAMED_EXTRAS``) a connection still uses, at the top or in a pool member."""
+    members = extras.get("daemons") if isinstance(extras.get("daemons"), list) else []
+    return sorted({old for where in (extras, *(m for m in members if isinstance(m, dict))) for old in RENAMED_EXTRAS
+                   if old in where})
 
 
 class RemoteDockerHook(BaseHook):
@@ -107,6 +120,9 @@ class RemoteDockerHook(BaseHook):
         extras.update(self.overrides)
         _mask_inline_keys(extras)
         source = f"connection {conn_id!r}"
+        for old in _old_names(extras):
+            self.log.warning("%s names its key extra %r, which Airflow shows in clear in its connections API and form; "
+                             "rename it %r, which Airflow masks", source, old, RENAMED_EXTRAS[old])
         if self.docker_url:  # the official operator's docker_url: one daemon, the connection's TLS material
             extras.pop("daemons", None)
             return _pool_of(build_config(host=self.docker_url, port=connection.port, extras=extras, source=source))

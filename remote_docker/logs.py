@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import stat
 import struct
 import termios
@@ -112,6 +113,16 @@ async def until_supervisor_read(out: Any, within: float, poll: float) -> bool | 
         await asyncio.sleep(poll)
 
 
+# C0 controls but tab and newline, DEL and C1 controls: a container's escape sequences, carriage returns and NULs
+# would restyle or rewrite what a reader of the task log sees, so they are shown as \xNN instead
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """``text`` with control characters written as ``\\xNN``, for the task log."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text) if _CONTROL.search(text) else text
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret in text:
@@ -137,6 +148,9 @@ class LogFollower:
     def __init__(self, out: Any, cursor: LogCursor | None = None, *, tty: bool = False, tail_lines: int = 20,
                  counts: dict[str, int] | None = None, partial: dict[str, str] | None = None) -> None:
         self.out = out  # logger with .info / .warning, bound once (structlog's proxy rebuilds per call)
+        # each line carries the stream it came from: told apart from the provider's own lines in the task log
+        bind = getattr(out, "bind", None)
+        self._outs = {stream: bind(stream=name) if bind else out for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr"))}
         self.cursor = cursor or LogCursor()
         self.tty = tty
         self.splitter = LineSplitter(max_line_bytes=MAX_LINE_BYTES)
@@ -273,18 +287,18 @@ class LogFollower:
             return [self._take(line)[1] for message in messages for line in self.splitter.feed(stream, message + b"\n")]
         if "\r" in text:
             lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-        shown = lines
+        visible = lines
         if self.secrets:  # no secret spans lines (those holding a newline never match one)
-            shown = redact("\n".join(lines), [secret for secret in self.secrets if "\n" not in secret]).split("\n")
+            visible = redact("\n".join(lines), [secret for secret in self.secrets if "\n" not in secret]).split("\n")
         name = "stderr" if stream == STDERR else "stdout"
         self.counts[name] += len(lines)
         if self.tail.maxlen:
-            self.tail.extend((name, line[:_TAIL_CHARS]) for line in shown[-self.tail.maxlen:])
+            self.tail.extend((name, shown(line[:_TAIL_CHARS])) for line in visible[-self.tail.maxlen:])
         if stream != STDERR:
             self.last_stdout = lines[-1]
             self.last_stdout_whole, self.last_stdout_unknown = True, False
-            self.last_stdout_private = shown[-1] != lines[-1]
-        return shown
+            self.last_stdout_private = visible[-1] != lines[-1]
+        return visible
 
     def _take_whole(self, stream: int, raw: str) -> tuple[int, str]:
         """``_take`` for a whole line outside any over-long one (the usual case)."""
@@ -294,7 +308,7 @@ class LogFollower:
 
     def _account(self, stream: int, name: str, raw: str, *, whole: bool) -> tuple[int, str]:
         text = redact(raw, self.secrets) if self.secrets else raw
-        self.tail.append((name, text[:_TAIL_CHARS]))
+        self.tail.append((name, shown(text[:_TAIL_CHARS])))
         if stream != STDERR:
             self.last_stdout = raw
             self.last_stdout_whole = whole
@@ -311,13 +325,13 @@ class LogFollower:
         self.last_line_at = now = time.monotonic()
         recent_lines.add(count, now)
         for stream, texts in runs:
-            log = self.out.warning if stream == STDERR else self.out.info
+            log = self._outs[STDERR].warning if stream == STDERR else self._outs[STDOUT].info
             if count <= FLOOD_LINES:
                 for text in texts:
-                    log(text)
+                    log(shown(text))
                 continue
             for start in range(0, len(texts), LINES_PER_RECORD):
-                log("\n".join(texts[start:start + LINES_PER_RECORD]))
+                log(shown("\n".join(texts[start:start + LINES_PER_RECORD])))
 
     def summary(self) -> LogSummary:
         last = self.last_stdout

@@ -313,7 +313,9 @@ class RemoteDockerOperator(BaseOperator):
         """Start (or reattach), then follow the container here: to its end with ``deferrable=False``, else
         for ``defer_after`` seconds. The result if it ended, ``_STILL_RUNNING`` if the task should defer."""
         record = reattach.recall(context, self.log)
-        started = await self._start(await self.hook.apool(), launch, labels, record)
+        pool = await self.hook.apool()
+        pool.say_checks_off(self.log)
+        started = await self._start(pool, launch, labels, record)
         if isinstance(started, Placement):
             return started
         self.daemon, self.container_id = started

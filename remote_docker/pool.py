@@ -4,7 +4,7 @@ A ``remote_docker`` connection names one daemon, or several:
 
 * ``host`` as a comma-separated list (``tcp://h1:2376,tcp://h2:2376``): every member shares the
   connection's TLS material and settings;
-* ``extra.daemons``: a list of ``{url, name?, ca_cert?, client_cert?, client_key?, tls_hostname?,
+* ``extra.daemons``: a list of ``{url, name?, ca_cert?, client_cert?, client_private_key?, tls_hostname?,
   labels?, max_containers?}``; what a member leaves out it takes from the connection.
 
 A member's ``name`` defaults to its ``host:port``. One daemon is a pool of one, so every caller
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote_docker.connection import TLS_FILES, DaemonConfig, DaemonConfigError, build_config
+from remote_docker.connection import TLS_FILES, DaemonConfig, DaemonConfigError, build_config, renamed_extras
 
 # what a member of extra.daemons may set for itself; the rest is the connection's
 _MEMBER_KEYS = {"url", "name", "labels", "max_containers", "tls_hostname", *TLS_FILES}
@@ -59,6 +59,12 @@ class DaemonPool:
         raise DaemonConfigError(f"{self.source} has no daemon {name_or_url!r}; its daemons are "
                                 f"{', '.join(m.name for m in self.members)}")
 
+    def say_checks_off(self, log: Any) -> None:
+        """One warning per daemon whose authentication the user turned off (``DaemonConfig.checks_off``)."""
+        for member in self.members:
+            if why := member.config.checks_off:
+                log.warning("Connecting to %s with %s", member.describe(), why)
+
     def matching(self, pin: str | None = None, labels: Mapping[str, str] | None = None) -> list[Member]:
         """The members a task may go to: the pinned one, or those carrying every wanted label."""
         chosen = [self.member(pin)] if pin else list(self.members)
@@ -98,6 +104,7 @@ def _member(entry: Any, *, host_port: int | None, shared: Mapping[str, Any], sou
     where = source if of == 1 else f"{source} daemon {index + 1}"
     if not isinstance(entry, Mapping) or not entry.get("url"):
         raise DaemonConfigError(f"{where} needs a url, e.g. {{\"url\": \"tcp://docker2:2376\"}}; got {entry!r:.80}")
+    entry = renamed_extras(entry, where)
     unknown = set(entry) - _MEMBER_KEYS
     if unknown:
         raise DaemonConfigError(f"{where} has unknown key {', '.join(sorted(unknown))}; "

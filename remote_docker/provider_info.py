@@ -25,19 +25,24 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Remote Docker (mutual TLS)",
                 "connection-type": "remote_docker",
                 "conn-fields": {
+                    # "multiline": a textarea, so a pasted PEM keeps its line breaks (Airflow >= 3.2's form)
                     "ca_cert": {"label": "CA certificate", "description": _PEM_HELP,
-                                "schema": {"type": ["string", "null"]}},
+                                "schema": {"type": ["string", "null"], "format": "multiline"}},
                     "client_cert": {"label": "Client certificate", "description": _PEM_HELP,
-                                    "schema": {"type": ["string", "null"]}},
-                    "client_key": {"label": "Client key", "description": _PEM_HELP,
-                                   "schema": {"type": ["string", "null"], "format": "password"}},
+                                    "schema": {"type": ["string", "null"], "format": "multiline"}},
+                    # the name holds "private_key", which Airflow masks in its API, form and logs; "password":
+                    # a hidden input (its line breaks are flattened by the browser: the PEM is rebuilt on use)
+                    "client_private_key": {"label": "Client private key", "description": _PEM_HELP,
+                                           "schema": {"type": ["string", "null"], "format": "password"}},
                     "tls": {"label": "TLS", "description": "Untick only for a plain-HTTP socket proxy.",
                             "schema": {"type": ["boolean", "null"], "default": True}},
                     "tls_verify": {"label": "Verify the daemon's certificate",
                                    "schema": {"type": ["boolean", "null"], "default": True}},
                     "tls_hostname": {"label": "TLS hostname", "description": "Name the daemon's certificate carries, if not the host's.",
                                      "schema": {"type": ["string", "null"]}},
-                    "api_version": {"label": "Engine API version", "schema": {"type": ["string", "null"]}},
+                    "api_version": {"label": "Engine API version",
+                                    "description": "Empty or auto: negotiated with the daemon (the default).",
+                                    "schema": {"type": ["string", "null"]}},
                     "timeout": {"label": "API timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
                 },
                 "ui-field-behaviour": {

@@ -168,6 +168,7 @@ class ContainerTrigger(BaseTrigger):
                             missing_executable=self.start.get("missing_executable", Launch.missing_executable))
             hook, gone = self.hook(), {}
             pool = await hook.apool()
+            pool.say_checks_off(self.log)
             while True:  # a daemon that fills up between placement and create is left out and the next one tried
                 member, slot = await daemon_for_start(pool, labels, hook.engine, self.log, pin=self.start.get("pin"),
                                                       wanted=self.start.get("daemon_labels"),

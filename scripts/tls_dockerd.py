@@ -50,7 +50,7 @@ class RunningDaemon:
 
     def extras(self, **more) -> dict:
         return {"ca_cert": str(self.client_dir / "ca.pem"), "client_cert": str(self.client_dir / "cert.pem"),
-                "client_key": str(self.client_dir / "key.pem"), **more}
+                "client_private_key": str(self.client_dir / "key.pem"), **more}
 
     def hook_params(self, url: str | None = None) -> dict:
         """The operator / hook override arguments that reach this daemon (at ``url``, e.g. through a proxy)."""

@@ -261,3 +261,30 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     result = run_cli("generate-certs", "--out", str(tmp_path), "--key-type", "rsa", "--rsa-bits", "1024")
     assert result.returncode == 2
     assert result.stderr.strip() == "remote-docker generate-certs: --rsa-bits 1024 is too small; use 3072 or more"
+
+
+def test_folders_are_private_and_keys_0600_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0)
+    try:
+        certs.generate(tmp_path / "out")
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "out", *(p for p in (tmp_path / "out").iterdir() if p.is_dir())):
+        assert mode(folder) == 0o700, folder
+    assert all(mode(key) == 0o600 for key in (tmp_path / "out").glob("*/key.pem"))
+
+
+def test_a_kept_key_readable_by_others_is_warned_about_and_force_fixes_every_one(tmp_path: Path) -> None:
+    certs.generate(tmp_path)
+    for key in ("ca/key.pem", "client/key.pem"):
+        (tmp_path / key).chmod(0o644)
+    kept = certs.generate(tmp_path)
+    assert kept.warnings == [f"{tmp_path / key} has mode 644: others can read this private key; chmod 600 {tmp_path / key} "
+                             "(or re-run with --force)" for key in ("ca/key.pem", "client/key.pem")]
+    forced = certs.generate(tmp_path, force=True)
+    assert forced.warnings == [f"{tmp_path / 'ca/key.pem'} had mode 644; set to 600"]  # the leaves are re-issued anyway
+    assert all(mode(key) == 0o600 for key in tmp_path.glob("*/key.pem"))
+    printed = run_cli("generate-certs", "--out", str(tmp_path))
+    assert printed.returncode == 0 and "warning" not in printed.stderr

@@ -107,7 +107,7 @@ def test_connection_files_are_what_the_certs_service_writes(compose: dict, tmp_p
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-triggerer"):
         connection = json.loads(services[name]["environment"]["AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT"])
         assert connection["host"] == "tcp://docker:2376"
-        for key in ("ca_cert", "client_cert", "client_key"):
+        for key in ("ca_cert", "client_cert", "client_private_key"):
             assert host_path(services[name], connection["extra"][key]).exists(), (name, key)
     # the daemon gets its own certificate and the CA certificate, never the CA key
     dind = services["docker"]

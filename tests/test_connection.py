@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from remote_docker import certs
-from remote_docker.connection import DaemonConfigError, build_config, config_from_environment
+from remote_docker.connection import DaemonConfigError, build_config, config_from_environment, rebuild_pem
 from remote_docker.hook import normalize_extras
 
 
@@ -29,7 +29,7 @@ def pki(tmp_path_factory) -> Path:
 def tls_extras(pki: Path, **more) -> dict:
     client = pki / "client"
     return {"ca_cert": str(client / "ca.pem"), "client_cert": str(client / "cert.pem"),
-            "client_key": str(client / "key.pem"), **more}
+            "client_private_key": str(client / "key.pem"), **more}
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_tls_hostname_override_and_opt_out(pki: Path) -> None:
 @pytest.mark.parametrize(
     ("host", "extras", "message"),
     [
-        ("tcp://docker:2376", {}, "connection 'x' uses TLS but has no certificates; set ca_cert, client_cert and client_key"),
+        ("tcp://docker:2376", {}, "connection 'x' uses TLS but has no certificates; set ca_cert, client_cert and client_private_key"),
         ("https://docker:2376", {}, "uses TLS but has no certificates"),
         ("http://docker:2375", {}, "is plain http://docker:2375; a plain-HTTP daemon or socket proxy needs \"tls\": false"),
         ("https://docker:2376", {"tls": False}, "says https:// but \"tls\": false"),
@@ -105,9 +105,9 @@ def test_partial_sets_name_what_is_missing(pki: Path) -> None:
     full = tls_extras(pki)
     with pytest.raises(DaemonConfigError, match="is missing ca_cert; give all three TLS files"):
         build_config(host="tcp://d:1", extras={**full, "ca_cert": None}, source="c")
-    with pytest.raises(DaemonConfigError, match="has client_cert without client_key; give both"):
-        build_config(host="tcp://d:1", extras={**full, "client_key": None}, source="c")
-    with pytest.raises(DaemonConfigError, match="has client_key without client_cert"):
+    with pytest.raises(DaemonConfigError, match="has client_cert without client_private_key; give both"):
+        build_config(host="tcp://d:1", extras={**full, "client_private_key": None}, source="c")
+    with pytest.raises(DaemonConfigError, match="has client_private_key without client_cert"):
         build_config(host="tcp://d:1", extras={**full, "client_cert": None}, source="c")
     with pytest.raises(DaemonConfigError, match="is a unix socket but has TLS files"):
         build_config(host="unix:///x.sock", extras=full, source="c")
@@ -123,16 +123,16 @@ def test_bad_files(pki: Path, tmp_path: Path) -> None:
     garbage.write_text("hello")
     with pytest.raises(DaemonConfigError, match=r"client_cert file .*garbage.pem is not a PEM certificate"):
         build_config(host="tcp://d:1", extras={**full, "client_cert": str(garbage)}, source="c")
-    with pytest.raises(DaemonConfigError, match=r"client_key file .*garbage.pem is not a PEM private key"):
-        build_config(host="tcp://d:1", extras={**full, "client_key": str(garbage)}, source="c")
-    with pytest.raises(DaemonConfigError, match=r"client_key \(inline PEM\) is not a PEM private key"):
-        build_config(host="tcp://d:1", extras={**full, "client_key": "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----"}, source="c")
+    with pytest.raises(DaemonConfigError, match=r"client_private_key file .*garbage.pem is not a PEM private key"):
+        build_config(host="tcp://d:1", extras={**full, "client_private_key": str(garbage)}, source="c")
+    with pytest.raises(DaemonConfigError, match=r"client_private_key \(inline PEM\) is not a PEM private key"):
+        build_config(host="tcp://d:1", extras={**full, "client_private_key": "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----"}, source="c")
     with pytest.raises(DaemonConfigError, match=r"is a folder; point it at the .pem file"):
         build_config(host="tcp://d:1", extras={**full, "ca_cert": str(tmp_path)}, source="c")
 
 
 def test_key_not_matching_certificate(pki: Path) -> None:
-    extras = tls_extras(pki, client_key=str(pki / "server" / "key.pem"))
+    extras = tls_extras(pki, client_private_key=str(pki / "server" / "key.pem"))
     with pytest.raises(DaemonConfigError, match=r"server/key.pem does not match .*client/cert.pem; use the key issued with that certificate"):
         build_config(host="tcp://d:1", extras=extras, source="c")
 
@@ -143,7 +143,7 @@ def test_encrypted_key(pki: Path, tmp_path: Path) -> None:
     encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                             serialization.BestAvailableEncryption(b"pw")))
     with pytest.raises(DaemonConfigError, match="is encrypted; give an unencrypted key"):
-        build_config(host="tcp://d:1", extras=tls_extras(pki, client_key=str(encrypted)), source="c")
+        build_config(host="tcp://d:1", extras=tls_extras(pki, client_private_key=str(encrypted)), source="c")
 
 
 def expired_client(pki: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -165,7 +165,7 @@ def expired_client(pki: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_expired_client_certificate(pki: Path, tmp_path: Path) -> None:
     cert_path, key_path = expired_client(pki, tmp_path)
     with pytest.raises(DaemonConfigError, match=r"old-cert.pem expired on .*; issue a new client certificate"):
-        build_config(host="tcp://d:1", extras=tls_extras(pki, client_cert=str(cert_path), client_key=str(key_path)), source="c")
+        build_config(host="tcp://d:1", extras=tls_extras(pki, client_cert=str(cert_path), client_private_key=str(key_path)), source="c")
 
 
 def test_docker_environment(pki: Path) -> None:
@@ -235,7 +235,7 @@ def test_parsed_tls_material_is_reused_until_a_file_changes(pki: Path, tmp_path:
     for name in ("ca.pem", "cert.pem", "key.pem"):
         (tmp_path / name).write_bytes((client / name).read_bytes())
     extras = {"ca_cert": str(tmp_path / "ca.pem"), "client_cert": str(tmp_path / "cert.pem"),
-              "client_key": str(tmp_path / "key.pem")}
+              "client_private_key": str(tmp_path / "key.pem")}
     first = build_config(host="tcp://d:1", extras=extras, source="c").tls
     assert build_config(host="tcp://d:1", extras=extras, source="c").tls is first
 
@@ -252,8 +252,32 @@ def test_parsed_tls_material_is_reused_until_a_file_changes(pki: Path, tmp_path:
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365 * 30)  # the cached pair, checked against a later clock
     from remote_docker.connection import PemSource, load_tls_material
 
-    sources = [PemSource(extras[name], f"c {name}") for name in ("ca_cert", "client_cert", "client_key")]
+    sources = [PemSource(extras[name], f"c {name}") for name in ("ca_cert", "client_cert", "client_private_key")]
     assert load_tls_material(*sources, verify=True, hostname=None, where="c") is \
         load_tls_material(*sources, verify=True, hostname=None, where="c")
     with pytest.raises(DaemonConfigError, match=r"cert.pem expired on .*; issue a new client certificate"):
         load_tls_material(*sources, verify=True, hostname=None, where="c", now=later)
+
+
+def test_an_empty_tls_hostname_is_refused_not_taken_as_no_check(pki: Path) -> None:
+    with pytest.raises(DaemonConfigError, match=r"^c tls_hostname is empty; give the name the daemon's certificate carries, "
+                                                r"or False to turn the name check off$"):
+        build_config(host="tcp://d:1", extras=tls_extras(pki, tls_hostname=""), source="c")
+    assert build_config(host="tcp://d:1", extras=tls_extras(pki, tls_hostname=False), source="c").checks_off.startswith(
+        "tls_hostname=False")
+    assert build_config(host="tcp://d:1", extras=tls_extras(pki), source="c").checks_off is None
+
+
+def test_a_pem_flattened_by_a_single_line_input_is_rebuilt(pki: Path) -> None:
+    flat = {name: Path(path).read_text().replace("\n", " ") for name, path in tls_extras(pki).items()}
+    config = build_config(host="tcp://d:1", extras=flat, source="c")
+    assert config.tls.cert_pem == (pki / "client" / "cert.pem").read_bytes()
+    assert rebuild_pem("no pem here") == "no pem here"
+
+
+def test_the_old_key_extra_name_still_works_and_both_names_are_refused(pki: Path) -> None:
+    extras = tls_extras(pki)
+    old = {**{k: v for k, v in extras.items() if k != "client_private_key"}, "client_key": extras["client_private_key"]}
+    assert build_config(host="tcp://d:1", extras=old, source="c").tls.key_pem
+    with pytest.raises(DaemonConfigError, match=r"^c has both client_key and client_private_key; keep client_private_key"):
+        build_config(host="tcp://d:1", extras={**extras, "client_key": extras["client_private_key"]}, source="c")

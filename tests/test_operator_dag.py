@@ -245,3 +245,20 @@ def test_only_the_worker_side_unpickles() -> None:
     assert unpicklers == ["output.py"]
     assert "pickle" not in (package / "triggers.py").read_text()
     assert "pickle" not in (package / "logs.py").read_text()
+
+
+def test_container_lines_are_marked_and_their_control_characters_shown_escaped(run: DagRunResult) -> None:
+    task = run["imitates_us"]
+    assert task.stdout() == ["Container 0123456789ab exited 0: the task ends here, without a worker.",
+                             "red \\x1b[31mALERT\\x1b[0m, over\\x0dwritten, nul \\x00 end"]
+    imitation = next(line for line in task.log if "Container 0123456789ab exited 0" in line)
+    assert imitation.rstrip().endswith("stream=stdout"), "a container's line says where it came from"
+    assert "\x1b" not in task.text() and "\x00" not in task.text()
+
+
+def test_an_explicit_verification_opt_out_is_said_once_in_the_task_log(run: DagRunResult) -> None:
+    task = run["names_unchecked"]
+    assert task.state == "success" and task.xcom == "connected"
+    said = [line for line in task.log if "with tls_hostname=False: the daemon's certificate is checked against the CA" in line]
+    assert len(said) == 1, said
+    assert not any("tls_hostname=False" in line for line in run["interleaved"].log), "only where it was asked for"

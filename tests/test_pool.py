@@ -29,7 +29,7 @@ def tls_files(tmp_path_factory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("pool-certs")
     certs.generate(out, sans=["127.0.0.1", "localhost"])
     return {"ca_cert": str(out / "client" / "ca.pem"), "client_cert": str(out / "client" / "cert.pem"),
-            "client_key": str(out / "client" / "key.pem")}
+            "client_private_key": str(out / "client" / "key.pem")}
 
 
 def test_a_host_list_is_a_pool_sharing_the_connections_tls(tls_files) -> None:
@@ -45,7 +45,7 @@ def test_extra_daemons_carry_names_labels_limits_and_their_own_tls(tls_files, tm
     pool = build_pool(host="", port=None, source="c", extras={**tls_files, "daemons": [
         {"url": "tcp://127.0.0.1:2376", "name": "big", "max_containers": 10},
         {"url": "tcp://127.0.0.1:2377", "labels": {"gpu": "true"}, "ca_cert": str(other / "ca.pem"),
-         "client_cert": str(other / "cert.pem"), "client_key": str(other / "key.pem")}]})
+         "client_cert": str(other / "cert.pem"), "client_private_key": str(other / "key.pem")}]})
     big, gpu = pool.members
     assert (big.name, big.max_containers, dict(big.labels)) == ("big", 10, {})
     assert (gpu.name, gpu.max_containers, dict(gpu.labels)) == ("127.0.0.1:2377", None, {"gpu": "true"})

@@ -29,7 +29,7 @@ def test_connection_type_and_form_fields() -> None:
     assert hooks["remote_docker"]["class"] == "remote_docker.hook.RemoteDockerHook"
     fields = {w["connection_parameter_name"] for w in airflow_json("providers", "widgets")}
     ours = {f"extra__remote_docker__{name}" for name in
-            ("ca_cert", "client_cert", "client_key", "tls", "tls_verify", "tls_hostname", "api_version", "timeout")}
+            ("ca_cert", "client_cert", "client_private_key", "tls", "tls_verify", "tls_hostname", "api_version", "timeout")}
     if compat.CONNECTION_FORM_FIELDS:
         assert ours <= fields, ours - fields
     else:  # 3.1: form fields only from wtforms widgets (FAB); ours are read from Extra JSON alike

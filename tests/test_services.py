@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -182,3 +183,23 @@ def test_secrets_never_in_logs_trigger_kwargs_events_or_the_database(services: A
     leaked = [str(p) for p in files if any(secret in p.read_bytes() for secret in secrets)]
     # the database (trigger kwargs, event payloads kept as next_kwargs, rendered fields, XComs) and every log
     assert leaked == []
+
+
+def test_an_inline_client_private_key_is_masked_by_the_connections_api(services: AirflowServices, daemon: Daemon) -> None:
+    """The key pasted as PEM, at the top and in a pool member: ``***`` in what the API (and the form, which shows
+    what the API gives) returns. Under its old name, ``client_key``, Airflow would show it."""
+    key = (daemon.client_dir / "key.pem").read_text()
+    extra = {"ca_cert": str(daemon.client_dir / "ca.pem"), "client_cert": str(daemon.client_dir / "cert.pem"),
+             "client_private_key": key, "daemons": [{"url": daemon.url, "client_private_key": key}]}
+    body = {"connection_id": "rd_inline_key", "conn_type": "remote_docker", "host": "", "extra": json.dumps(extra)}
+    services.rest("POST", "/api/v2/connections", body)
+    try:
+        for shown in (services.rest("GET", "/api/v2/connections/rd_inline_key"),
+                      services.rest("GET", "/api/v2/connections?connection_id_pattern=rd_inline_key")):
+            text = json.dumps(shown)
+            assert "PRIVATE KEY" not in text and key.splitlines()[1] not in text, text[:500]
+        returned = json.loads(services.rest("GET", "/api/v2/connections/rd_inline_key")["extra"])
+        assert returned["client_private_key"] == "***" and returned["daemons"][0]["client_private_key"] == "***"
+        assert returned["ca_cert"] == extra["ca_cert"], "only the key is hidden"
+    finally:
+        services.rest("DELETE", "/api/v2/connections/rd_inline_key")
