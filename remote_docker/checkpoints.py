@@ -81,6 +81,7 @@ class Checkpoints:
         if saved and saved.get("container_id") == self.container_id and saved.get("by") == "trigger":
             follower.cursor = type(follower.cursor).from_dict(saved["cursor"])
             follower.counts.update(saved.get("lines") or {})
+            follower.received = dict(saved["received"]) if isinstance(saved.get("received"), dict) else None
             follower.resumed_midway()
             self.log.warning(
                 "--- remote-docker: a new triggerer resumes this log at its checkpoint; lines the container wrote "
@@ -88,7 +89,7 @@ class Checkpoints:
             )
         else:
             # a first checkpoint at once, so a successor knows it resumes (and says so) even if we die early
-            await self._save(follower.cursor.to_dict(), follower.counts)
+            await self._save(follower.cursor.to_dict(), follower.counts, follower.received)
 
     async def keep(self, follower: LogFollower) -> None:
         """Save the cursor every ``interval`` seconds (each ``LAG`` after it was taken, and only once the
@@ -97,12 +98,13 @@ class Checkpoints:
         while True:
             await asyncio.sleep(max(self.interval - LAG, 0.5))
             cursor, counts = follower.cursor.to_dict(), dict(follower.counts)
+            received = dict(follower.received) if follower.received is not None else None
             if cursor["since"] == saved_since:
                 continue
             await asyncio.sleep(LAG)
             if not await self._supervisor_caught_up(follower):
                 continue  # the older checkpoint stands: a successor repeats more, never loses a line
-            if not await self._save(cursor, counts):
+            if not await self._save(cursor, counts, received):
                 return
             saved_since = cursor["since"]
 
@@ -124,13 +126,14 @@ class Checkpoints:
             return None
         return saved if isinstance(saved, dict) else None
 
-    async def _save(self, cursor: dict, counts: dict[str, int]) -> bool:
+    async def _save(self, cursor: dict, counts: dict[str, int], received: dict[str, int] | None) -> bool:
         from airflow.sdk.execution_time.xcom import XCom
 
         if self.broken:
             return False
         try:
-            record = {"container_id": self.container_id, "cursor": cursor, "lines": counts, "by": "trigger"}
+            record = {"container_id": self.container_id, "cursor": cursor, "lines": counts, "by": "trigger",
+                      **({"received": received} if received is not None else {})}
             await XCom.aset(value=record, **_where(self.ti))
             return True
         except Exception as err:

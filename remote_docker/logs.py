@@ -146,7 +146,8 @@ class LogFollower:
     and the last stdout line kept for the result, and a cursor to resume from."""
 
     def __init__(self, out: Any, cursor: LogCursor | None = None, *, tty: bool = False, tail_lines: int = 20,
-                 counts: dict[str, int] | None = None, partial: dict[str, str] | None = None) -> None:
+                 counts: dict[str, int] | None = None, partial: dict[str, str] | None = None,
+                 received: dict[str, int] | None = None) -> None:
         self.out = out  # logger with .info / .warning, bound once (structlog's proxy rebuilds per call)
         # each line carries the stream it came from: told apart from the provider's own lines in the task log
         bind = getattr(out, "bind", None)
@@ -156,6 +157,10 @@ class LogFollower:
         self.splitter = LineSplitter(max_line_bytes=MAX_LINE_BYTES)
         self.tail: deque[tuple[str, str]] = deque(maxlen=tail_lines)
         self.counts = {"stdout": 0, "stderr": 0, **(counts or {})}
+        # bytes of log entries taken per stream, every follower before this one included (``complete``); None:
+        # unknown (taken over from a version that did not count them)
+        self.received: dict[str, int] | None = {"stdout": 0, "stderr": 0, **(received or {})} \
+            if received is not None or cursor is None or cursor.since is None else None
         self.secrets: list[str] = []
         self.last_stdout: str | None = None
         self.last_stdout_whole = True
@@ -171,7 +176,8 @@ class LogFollower:
     def taking_over(cls, out: Any, handed: dict | None, **kwargs: Any) -> LogFollower:
         """A follower that goes on where ``handover()`` of another one stopped."""
         handed = handed or {}
-        return cls(out, LogCursor.from_dict(handed), counts=handed.get("lines"), partial=handed.get("partial"), **kwargs)
+        return cls(out, LogCursor.from_dict(handed), counts=handed.get("lines"), partial=handed.get("partial"),
+                   received=handed.get("received"), **kwargs)
 
     def handover(self) -> dict[str, Any]:
         """Where this follower stopped, for another to go on without repeating or splitting a line. A line
@@ -180,7 +186,8 @@ class LogFollower:
         if held and self.secrets:
             self.flush()
             held = {}
-        return {**self.cursor.to_dict(), "lines": dict(self.counts), "partial": held}
+        return {**self.cursor.to_dict(), "lines": dict(self.counts), "partial": held,
+                **({"received": dict(self.received)} if self.received is not None else {})}
 
     def keep_secret(self, value: str) -> None:
         if len(value) >= MIN_REDACTED_LENGTH and value not in self.secrets:
@@ -222,6 +229,7 @@ class LogFollower:
                 offset, fast = scan_whole_lines(data, offset, cursor.since.encode("ascii"), MAX_LINE_BYTES)
                 for stream, stamps, messages in fast:
                     cursor.admit_newer(stream, stamps)
+                    self._received(stream, sum(map(len, messages)) + len(messages))  # each with its newline
                     self._add_run(runs, stream, self._take_whole_lines(stream, messages))
             if (frame := next_frame(data, offset)) is None:
                 break
@@ -239,9 +247,31 @@ class LogFollower:
         stamp, message = split_timestamp(payload)
         if stamp is not None and not self.cursor.admit(stamp, stream):
             return []
+        self._received(stream, len(message))
         if stream not in self._in_long_line and (text := self.splitter.whole_line(stream, message)) is not None:
             return [self._take_whole(stream, text)]
         return [self._take(line) for line in self.splitter.feed(stream, message)]
+
+    def _received(self, stream: int, size: int) -> None:
+        if self.received is not None:
+            self.received["stderr" if stream == STDERR else "stdout"] += size
+
+    def complete(self, whole_log: dict[str, int]) -> bool:
+        """Whether every byte of ``whole_log`` (bytes per stream of a full read of the log) was taken; True when
+        that can't be told (taken over from a follower that did not count)."""
+        return self.received is None or all(self.received.get(name, 0) >= size for name, size in whole_log.items())
+
+    def start_replay(self) -> None:
+        """The engine's stream skipped part of the log: what follows is the whole log once more, from its
+        start, every line marked ``replay`` (what was logged stays; the last line and tail are the replay's)."""
+        bind = getattr(self.out, "bind", None)
+        self._outs = {stream: bind(stream=name, replay=True) if bind else self.out
+                      for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr"))}
+        self.cursor, self.splitter = LogCursor(), LineSplitter(max_line_bytes=MAX_LINE_BYTES)
+        self.counts, self.received = {"stdout": 0, "stderr": 0}, {"stdout": 0, "stderr": 0}
+        self.tail.clear()
+        self._in_long_line.clear()
+        self.last_stdout, self.last_stdout_whole, self.last_stdout_private, self.last_stdout_unknown = None, True, False, False
 
     def flush(self) -> None:
         """The container ended: its unterminated last lines are lines too."""

@@ -20,6 +20,7 @@ from remote_docker import compat
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.logs import LogFollower
+from remote_docker.logstream import STDERR, FrameDecoder, split_timestamp
 from remote_docker.outages import DaemonLost, Outages, kill_that_ended
 
 # Stop streaming (and only wait for the exit) after this many log reads fail in a row.
@@ -145,6 +146,7 @@ class ContainerWatch:
 
     async def _ended(self, info: dict[str, Any]) -> WatchEnd:
         await self._read_rest()
+        await self._make_complete()
         self.follower.flush()
         state = info["State"]
         kill_signal = None
@@ -157,6 +159,32 @@ class ContainerWatch:
             error=state.get("Error") or None, finished_at=state.get("FinishedAt"), kill_signal=kill_signal,
             ended_while_unreachable=self.outages.ended_during(state),
         )
+
+    async def _make_complete(self) -> None:
+        """Where the engine's follow stream may skip entries (Podman), count the whole log's bytes once more
+        after the exit; if the stream skipped some, log the whole log again, marked as a replay."""
+        if not self.logs_readable or self.follower.tty or (await self.engine.facts()).follow_is_complete:
+            return
+        try:
+            whole = await self._bytes_per_stream()
+            if self.follower.complete(whole):
+                return
+            missed = sum(whole.values()) - sum((self.follower.received or {}).values())
+            self.log.warning("--- remote-docker: the engine's log stream skipped %s bytes of this container's output "
+                             "(a Podman bug, containers/podman#21914); its whole log follows once more, each line "
+                             "marked replay=True ---", f"{missed:,}")
+            self.follower.start_replay()
+            await self._read(follow=False)
+        except EngineError as err:
+            self.log.warning("Could not check the container's log is complete: %s", err)
+
+    async def _bytes_per_stream(self) -> dict[str, int]:
+        decoder, counted = FrameDecoder(tty=False), {"stdout": 0, "stderr": 0}
+        async with self.engine.logs(self.container_id, follow=False) as chunks:
+            async for chunk in chunks:
+                for stream, payload in decoder.feed(chunk):
+                    counted["stderr" if stream == STDERR else "stdout"] += len(split_timestamp(payload)[1])
+        return counted
 
     async def kill_at_deadline(self) -> WatchEnd:
         """The task's deadline passed: kill the container and report a timeout."""

@@ -54,7 +54,10 @@ class RunningDaemon:
 
     def hook_params(self, url: str | None = None) -> dict:
         """The operator / hook override arguments that reach this daemon (at ``url``, e.g. through a proxy)."""
-        return {"docker_url": url or self.url, **{f"tls_{key}": value for key, value in self.extras().items()}}
+        from remote_docker.connection import CONNECTION_OVERRIDES
+
+        argument = {extra: name for name, extra in CONNECTION_OVERRIDES.items()}  # the official operator's names
+        return {"docker_url": url or self.url, **{argument[key]: value for key, value in self.extras().items()}}
 
     def connection_json(self, **more) -> str:
         import json

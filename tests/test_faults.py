@@ -14,7 +14,7 @@ import time
 import pytest
 import structlog
 import structlog.testing
-from conftest import BUSYBOX_IMAGE, Daemon
+from conftest import BUSYBOX_IMAGE, ENGINE_KIND, Daemon
 
 from remote_docker.logs import MAX_LINE_BYTES
 from remote_docker.triggers import ContainerTrigger
@@ -197,9 +197,13 @@ class HashingLog:
         self.pieces = 0
         self.largest = 0
         self.others: list[tuple[str, str]] = []
+        self.replayed = False  # the engine's stream skipped part of the log: what counts is the replay that follows
 
     def __call__(self, _logger, method: str, event: dict) -> dict:
         text = event.get("event", "")
+        if event.get("replay") and not self.replayed:
+            self.__init__()
+            self.replayed = True
         if method == "info" and len(text) > 1000:
             self.digest.update(text.encode())
             self.pieces += 1
@@ -239,6 +243,8 @@ def test_one_gigabyte_single_line_is_logged_in_pieces_and_nothing_is_lost(daemon
         client.api.remove_container(container_id, force=True)
         client.close()
     assert event["status"] == "exited" and event["exit_code"] == 0
+    # Podman's follow stream can skip part of a log written this fast; then the whole log is logged again
+    assert not hooked.replayed or ENGINE_KIND == "podman", "Docker's follow stream skips nothing"
     assert hooked.digest.hexdigest() == expected.hexdigest(), "the pieces put together are the line, byte for byte"
     assert hooked.pieces == size // MAX_LINE_BYTES and hooked.largest == MAX_LINE_BYTES
     notices = [text for method, text in hooked.others if "longer than" in text]

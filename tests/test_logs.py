@@ -232,3 +232,58 @@ def test_until_supervisor_read_follows_the_log_sockets_queue() -> None:
         assert asyncio.run(scenario()) == [False, True]
         unknown = structlog.wrap_logger(structlog.PrintLogger(), processors=[structlog.processors.JSONRenderer()]).bind()
         assert asyncio.run(until_supervisor_read(unknown, within=1.0, poll=0.01)) is None
+
+
+class BindingRecords(Records):
+    """Records that keep the fields a follower binds (``stream``, ``replay``), as structlog's loggers do."""
+
+    def __init__(self, shared: list | None = None, **fields) -> None:
+        super().__init__()
+        self.records = shared if shared is not None else self.records
+        self.fields = fields
+
+    def bind(self, **more) -> BindingRecords:
+        return BindingRecords(self.records, **{**self.fields, **more})
+
+    def info(self, event: str) -> None:
+        self.records.append(("info", event, self.fields))
+
+    def warning(self, event: str) -> None:
+        self.records.append(("warning", event, self.fields))
+
+
+def test_a_log_the_stream_skipped_part_of_is_told_by_its_bytes_and_replayed_whole() -> None:
+    out = BindingRecords()
+    lines = [(STDOUT, f"line-{i}") for i in range(6)] + [(STDERR, "err")]
+    whole = entries(*lines)
+    decoder, sizes = FrameDecoder(), {"stdout": 0, "stderr": 0}
+    for stream, payload in decoder.feed(whole):
+        sizes["stderr" if stream == STDERR else "stdout"] += len(split_timestamp(payload)[1])
+    follower = LogFollower(out)
+    follower.start_pass()
+    follower.feed(entries(*lines[:2]) + entries(*lines[4:], start=4))  # a stream that skipped line-2 and line-3
+    follower.end_pass()
+    assert not follower.complete(sizes)
+    follower.start_replay()
+    follower.start_pass()
+    follower.feed(whole)
+    follower.end_pass()
+    assert follower.complete(sizes)
+    replayed = [(level, text) for level, text, fields in out.records if fields.get("replay")]
+    assert replayed == [("info", f"line-{i}") for i in range(6)] + [("warning", "err")]
+    assert all(fields["stream"] == ("stderr" if level == "warning" else "stdout") for level, _, fields in out.records)
+    assert follower.summary().last_stdout_line == "line-5" and follower.summary().lines == {"stdout": 6, "stderr": 1}
+
+
+def test_received_bytes_travel_with_the_hand_over() -> None:
+    first = LogFollower(Records())
+    first.start_pass()
+    first.feed(entries((STDOUT, "one"), (STDERR, "two")))
+    handed = first.handover()
+    assert handed["received"] == {"stdout": 4, "stderr": 4}
+    second = LogFollower.taking_over(Records(), handed)
+    second.start_pass()
+    second.feed(entries((STDOUT, "one"), (STDERR, "two"), (STDOUT, "three"), start=0))
+    assert second.received == {"stdout": 10, "stderr": 4}, "what the first took is not counted twice"
+    older = {k: v for k, v in handed.items() if k != "received"}
+    assert LogFollower.taking_over(Records(), older).complete({"stdout": 99}), "unknown counts: can't tell, so trusted"

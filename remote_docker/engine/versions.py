@@ -67,6 +67,12 @@ class DaemonFacts:
         of a long one: ``tail=1`` after a 1 GB line is 1 GB (docs/engines.md)."""
         return self.engine == "docker"
 
+    @property
+    def follow_is_complete(self) -> bool:
+        """Whether a follow stream delivers every entry it does not end before. Podman's can skip entries of a
+        log written fast (containers/podman#21914, #26206): its whole log is read again after the exit."""
+        return self.engine == "docker"
+
     def describe(self) -> str:
         return f"{'Podman' if self.engine == 'podman' else 'Docker'} {self.version}, Engine API {self.api_oldest}-{self.api_newest}"
 
