@@ -260,10 +260,10 @@ class RemoteDockerHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """For the UI's Test button."""
         try:
-            version = self.ping()
+            _, facts, spoken = asyncio.run(self._speaking())
         except (DaemonError, DaemonConfigError) as err:
             return False, str(err)
-        return True, f"Connected to {version.get('Platform', {}).get('Name') or 'Docker'} {version.get('Version')} at {self.config.url}"
+        return True, f"Connected to {facts.describe()} at {self.config.url}, speaking API {spoken}"
 
 
 # A triggerer starts many triggers of one connection at once, and each lookup is a round trip through its

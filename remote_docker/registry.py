@@ -240,14 +240,20 @@ async def ensure_image(engine: Engine, image: str, policy: str, source: Source |
             raise ImageError(f"pulling {image} from {registry} failed: {err.detail[:300]}; {hint}") from None
 
 
+# a layer is in place: Docker extracts after "Download complete" and then says "Pull complete"; Podman's
+# compat API ends a layer at "Download complete"
+_LAYER_DONE = {"docker": ("Pull complete", "Already exists"), "podman": ("Download complete", "Already exists")}
+
+
 async def _pull(engine: Engine, image: str, credentials: Credentials | None, log: Any) -> None:
     """The pull, logged as one line per layer done and a summary every PROGRESS_EVERY seconds."""
     layers: dict[str, str] = {}
     sizes: dict[str, tuple[int, int]] = {}  # layer -> (current, total) bytes downloaded
     last_summary = time.monotonic()
+    done_words = _LAYER_DONE[(await engine.facts()).engine]
     async for item in engine.pull(image, credentials.auth() if credentials else None):
         layer, status = item.get("id"), item.get("status", "")
-        if layer and status in ("Pull complete", "Already exists") and layers.get(layer) != "done":
+        if layer and status in done_words and layers.get(layer) != "done":
             layers[layer] = "done"
             log.info("%s: %s", layer, status)
         elif layer and layer not in layers and status not in ("Pulling from", ""):

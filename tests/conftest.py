@@ -137,9 +137,22 @@ def docker_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
     client.close()
 
 
+# What differs between engines shows in these (README, "Engines"): `scripts/test-engines` runs them on the
+# Docker 29 stand-in and on Podman (the whole suite runs on the default engine); a module, or one test of one
+ENGINE_SENSITIVE = {
+    "test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_endings", "test_pool",
+    "test_trust", "test_daemon_tls", "test_registry", "test_examples", "test_deferral", "test_fast_path",
+    "test_service_faults.py::test_triggerer_sigkill_with_20_deferred_tasks",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by what it needs, so `-m "not airflow"` or `-m "not slow"` gives a quick loop."""
+    """Mark each test by what it needs, so `-m "not airflow"` or `-m "not slow"` gives a quick loop, and the
+    engine-sensitive ones (`-m engines`)."""
     for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        if module.removesuffix(".py") in ENGINE_SENSITIVE or f"{module}::{item.name}" in ENGINE_SENSITIVE:
+            item.add_marker(pytest.mark.engines)
         used = set(getattr(item, "fixturenames", ()))
         if used & {"daemon", "docker_client", "registry", "airflow_env", "services", "pool"}:
             item.add_marker(pytest.mark.daemon)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import http.server
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -145,7 +146,8 @@ def test_connection_from_environment_uri_and_json(daemon: Daemon, monkeypatch) -
     for conn_id in ("rd_json", "rd_uri"):
         ok, message = RemoteDockerHook(conn_id).test_connection()
         assert ok, message
-        assert message.startswith("Connected to Docker 20.") or message.startswith("Connected to Docker")
+        assert re.match(r"Connected to (Docker|Podman) \S+, Engine API [\d.]+-[\d.]+ at https://127\.0\.0\.1:\d+, "
+                        r"speaking API [\d.]+$", message), message
 
 
 def test_inline_pem_connection(daemon: Daemon, monkeypatch) -> None:
