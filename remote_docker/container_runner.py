@@ -2,7 +2,7 @@
 
 This file is copied into the container (with put_archive) next to ``call.json``, the
 callable's source and its serialized arguments; it needs only the standard library (and
-cloudpickle when that serializer is chosen). The worker reads the result file back and
+cloudpickle or dill when that serializer is chosen). The worker reads the result file back and
 decodes it; nothing here runs on Airflow's side.
 
 Exit codes: the callable's own exception -> 1 with its traceback on stderr; the arguments
@@ -40,9 +40,9 @@ def main():
             fail(CANT_READ_ARGUMENTS, f"the container's {python} can't import {serializer}; "
                                       f"install it in the image or use serializer='pickle'")
     worker_minor = ".".join(call["worker_python"].split(".")[:2])
-    if serializer == "cloudpickle" and worker_minor != f"{sys.version_info[0]}.{sys.version_info[1]}":
-        # cloudpickle ships functions as bytecode, which only the same Python minor runs correctly
-        fail(CANT_READ_ARGUMENTS, f"the container's {python} can't run what cloudpickle wrote on the worker's "
+    if serializer in ("cloudpickle", "dill") and worker_minor != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        # cloudpickle and dill ship functions as bytecode, which only the same Python minor runs correctly
+        fail(CANT_READ_ARGUMENTS, f"the container's {python} can't run what {serializer} wrote on the worker's "
                                   f"Python {call['worker_python']} (it needs the same Python minor on both sides); "
                                   f"use an image with Python {worker_minor}, or serializer='pickle'")
     try:
@@ -57,7 +57,9 @@ def main():
     namespace = {"__name__": "__remote_docker_task__"}
     with open(os.path.join(HERE, "source.py")) as handle:
         source = handle.read()
-    exec(compile(source, call["source_file"], "exec"), namespace)
+    # blank lines up to where the function starts in its DAG file: a traceback names the DAG file's own lines
+    first_line = call.get("first_line", 1)
+    exec(compile("\n" * (first_line - 1) + source, call["source_file"], "exec"), namespace)
     result = namespace[name](*arguments["args"], **arguments["kwargs"])
 
     try:

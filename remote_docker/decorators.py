@@ -8,6 +8,7 @@ through ``retrieve_output`` and is decoded on the worker.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import pickle
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.bases.decorator import TaskDecorator
 
-SERIALIZERS = ("pickle", "cloudpickle", "json")
+SERIALIZERS = ("pickle", "cloudpickle", "dill", "json")
 WORK_DIR = "/tmp/airflow-remote-docker"
 
 
@@ -42,6 +43,18 @@ def _check_callable(function: Callable) -> None:
         free = ", ".join(function.__code__.co_freevars)
         raise TypeError(f"@task.remote_docker needs a plain top-level function: {name} uses {free} from its enclosing "
                         "function, which can't travel to the container; pass them as arguments")
+
+
+def _def_line(function: Callable) -> int:
+    """The line of the DAG file where the function's ``def`` is (``get_python_source`` drops its decorators)."""
+    try:
+        lines, start = inspect.getsourcelines(function)
+    except (OSError, TypeError):
+        return 1
+    for offset, line in enumerate(lines):
+        if line.lstrip().startswith(("def ", "async def ")):
+            return start + offset
+    return start
 
 
 def _materialize(value: Any) -> Any:
@@ -61,15 +74,17 @@ class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
     """Runs ``python_callable`` in a container; all ``RemoteDockerOperator`` arguments apply.
 
     :param python_command: the interpreter in the image (default ``python3``).
-    :param serializer: ``"pickle"`` (default), ``"cloudpickle"`` or ``"json"`` for arguments and result.
+    :param serializer: ``"pickle"`` (default; also for None, as the official ``@task.docker``),
+        ``"cloudpickle"``, ``"dill"`` or ``"json"`` for arguments and result.
     """
 
     custom_operator_name = "@task.remote_docker"
     template_fields: Sequence[str] = (*RemoteDockerOperator.template_fields, "op_args", "op_kwargs")
 
-    def __init__(self, *, python_command: str = "python3", serializer: str = "pickle", expect_airflow: bool = True,
+    def __init__(self, *, python_command: str = "python3", serializer: str | None = "pickle", expect_airflow: bool = True,
                  **kwargs: Any) -> None:
         # expect_airflow (the official @task.docker's) is accepted and has no effect: the runner needs only the stdlib
+        serializer = serializer or "pickle"
         if serializer not in SERIALIZERS:
             raise ValueError(f"serializer={serializer!r} is not valid; use one of {', '.join(map(repr, SERIALIZERS))}")
         _check_callable(kwargs["python_callable"])
@@ -102,6 +117,7 @@ class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
             "function": name,
             "input": "input.bin",
             "source_file": Path(inspect.getsourcefile(self.python_callable) or "task.py").name,
+            "first_line": _def_line(self.python_callable),
             "worker_python": sys.version.split()[0],
         }
         return {
@@ -112,17 +128,16 @@ class _RemoteDockerDecoratedOperator(DecoratedOperator, RemoteDockerOperator):
         }
 
     def _codec(self):
-        if self.serializer == "cloudpickle":
+        if self.serializer in ("cloudpickle", "dill"):
             try:
-                import cloudpickle
+                return importlib.import_module(self.serializer)
             except ImportError:
-                raise AirflowFailException("serializer='cloudpickle' needs cloudpickle on the worker too: "
-                                           "pip install cloudpickle") from None
-            return cloudpickle
+                raise AirflowFailException(f"serializer={self.serializer!r} needs {self.serializer} on the worker too: "
+                                           f"pip install {self.serializer}") from None
         return pickle
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        if self.serializer == "cloudpickle":
+        if self.serializer in ("cloudpickle", "dill"):
             self._codec()  # its reducers must be importable before the result is unpickled
         return super().execute_complete(context, event)
 

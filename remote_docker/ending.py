@@ -21,6 +21,7 @@ from remote_docker import compat
 from remote_docker.engine import Engine, EngineError
 from remote_docker.events import WatchEnd
 from remote_docker.logstream import stdout_lines
+from remote_docker.outcome import xcom_of
 
 # An XCom the triggerer writes is held in its memory first: past this, a worker writes it instead.
 MAX_XCOM_BYTES = 1024 * 1024
@@ -112,10 +113,10 @@ _TOO_BIG = object()
 
 async def _xcom_value(engine: Engine, end: WatchEnd, ending: Ending) -> Any:
     if ending.xcom == "last" and end.log.last_line_in_event:
-        return end.log.last_stdout_line
+        return xcom_of(None if end.log.last_stdout_line is None else [end.log.last_stdout_line], everything=False)
     # The whole stdout, or a last line the event could not carry (too long, private, logged before a restart)
     async with engine.logs(end.container_id, follow=False, stderr=False) as chunks:
         lines = await stdout_lines(chunks, ending.tty, max_bytes=MAX_XCOM_BYTES)
     if lines is None:
         return _TOO_BIG
-    return lines if ending.xcom == "all" else (lines[-1] if lines else None)
+    return xcom_of(lines, everything=ending.xcom == "all")

@@ -26,7 +26,6 @@ from remote_docker.connection import (
     RENAMED_EXTRAS,
     DaemonConfig,
     DaemonConfigError,
-    build_config,
     config_from_environment,
     is_inline_pem,
     rebuild_pem,
@@ -72,7 +71,8 @@ class RemoteDockerHook(BaseHook):
         exist and it is the default id, Docker's environment (DOCKER_HOST, DOCKER_CERT_PATH) is used.
     :param daemon: which daemon of a pool connection this hook talks to (its name or URL); a
         connection of one daemon needs none (``remote_docker.pool``).
-    :param docker_url: daemon URL overriding the connection's host.
+    :param docker_url: daemon URL overriding the connection's host; a list of them (the official operator's
+        failover form) is a pool.
     :param tls_ca_cert: CA certificate (path or PEM) overriding the connection.
     :param tls_client_cert: client certificate (path or PEM) overriding the connection.
     :param tls_client_key: client key (path or PEM) overriding the connection.
@@ -97,7 +97,9 @@ class RemoteDockerHook(BaseHook):
                             f"it takes daemon, {', '.join(OVERRIDE_ARGUMENTS)}")
         self.remote_docker_conn_id = remote_docker_conn_id
         self.daemon = daemon
-        self.docker_url = overrides.pop("docker_url", None)
+        docker_url = overrides.pop("docker_url", None)
+        # the official operator's failover list: here a pool of them (each placed on, dead ones skipped)
+        self.docker_url = ",".join(docker_url) if isinstance(docker_url, (list, tuple)) else docker_url
         self.overrides = {CONNECTION_OVERRIDES[name]: value for name, value in overrides.items() if value is not None}
 
     # -- configuration
@@ -107,7 +109,7 @@ class RemoteDockerHook(BaseHook):
         conn_id = self.remote_docker_conn_id
         if connection is None:
             if self.docker_url:
-                return _pool_of(build_config(host=self.docker_url, extras=self.overrides, source=f"docker_url {self.docker_url}"))
+                return build_pool(host=self.docker_url, port=None, extras=self.overrides, source=f"docker_url {self.docker_url}")
             environment = config_from_environment()
             if environment is not None and conn_id in (None, DEFAULT_CONN_ID):
                 return _pool_of(environment)
@@ -123,9 +125,9 @@ class RemoteDockerHook(BaseHook):
         for old in _old_names(extras):
             self.log.warning("%s names its key extra %r, which Airflow shows in clear in its connections API and form; "
                              "rename it %r, which Airflow masks", source, old, RENAMED_EXTRAS[old])
-        if self.docker_url:  # the official operator's docker_url: one daemon, the connection's TLS material
+        if self.docker_url:  # the official operator's docker_url (one daemon, or a list): the connection's TLS material
             extras.pop("daemons", None)
-            return _pool_of(build_config(host=self.docker_url, port=connection.port, extras=extras, source=source))
+            return build_pool(host=self.docker_url, port=connection.port, extras=extras, source=source)
         hosts = [h.strip() for h in (connection.host or "").split(",")]
         if connection.schema in ("tcp", "https", "http", "unix"):
             hosts = [h if "://" in h or not h else f"{connection.schema}://{h}" for h in hosts]

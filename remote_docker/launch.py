@@ -134,7 +134,9 @@ class Launch:
             await engine.remove(probe_id)
 
     async def _free_name(self, engine: Engine, log: Any) -> bool:
-        """``container_name`` is taken: free it if a finished container of an earlier try of this task holds it."""
+        """``container_name`` is taken: free it if a finished container of an earlier try of this task holds it,
+        by renaming that one ``<name>-try<N>``: kept for inspection, as the official operator keeps it (it
+        fails the retry on the name instead)."""
         if not self.name:
             return False
         holder = await engine.inspect(self.name)
@@ -145,8 +147,10 @@ class Launch:
         same_task = all(theirs.get(k) == v for k, v in ours.items() if k in TASK_KEYS and k != TRY_LABEL)
         earlier_try = try_of(theirs) < try_of(ours)  # this try's own, or a later one's, is never removed here
         if same_task and earlier_try and not holder["State"]["Running"] and self.deployment.owns(theirs):
-            log.info("Removing finished container %s of an earlier try to reuse its name", holder["Id"][:12])
-            await engine.remove(holder["Id"])
+            kept = f"{self.name}-try{try_of(theirs)}"
+            log.info("Renaming finished container %s of try %s to %s, to reuse its name; it is kept for inspection",
+                     holder["Id"][:12], try_of(theirs), kept)
+            await engine.rename(holder["Id"], kept)
             return True
         return False
 

@@ -39,7 +39,7 @@ from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
 from remote_docker.placement import Placement, PlacementError, start_placed
 from remote_docker.pool import DaemonPool, Member
 from remote_docker.registry import PULL_POLICIES, ImageError, source_for
-from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, files_archive, task_labels
+from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, files_archive, parse_command, task_labels
 from remote_docker.triggers import ContainerTrigger
 from remote_docker.watch import ContainerWatch
 
@@ -184,8 +184,8 @@ class RemoteDockerOperator(BaseOperator):
         self.skip_on_exit_code: Container[int] = (() if skip_on_exit_code is None else (skip_on_exit_code,)
                                                   if isinstance(skip_on_exit_code, int) else skip_on_exit_code)
         self.xcom_all, self.retrieve_output, self.retrieve_output_path = xcom_all, retrieve_output, retrieve_output_path
-        if retrieve_output and not retrieve_output_path:
-            raise ValueError("retrieve_output=True needs retrieve_output_path, the file in the container to read")
+        if port_bindings and network_mode == "host":  # at parse, as the official operator
+            raise ValueError("port_bindings can't be used with network_mode='host'; drop one of them")
         self.output_format = _choice(output_format, OUTPUT_FORMATS, "output_format")
         if max_output_bytes <= 0:
             raise ValueError(f"max_output_bytes={max_output_bytes} must be positive")
@@ -228,15 +228,34 @@ class RemoteDockerOperator(BaseOperator):
     def hook(self) -> RemoteDockerHook:
         return RemoteDockerHook(self.remote_docker_conn_id, **self.hook_params)
 
+    def get_hook(self) -> RemoteDockerHook:
+        """The official operator's name for ``hook``."""
+        return self.hook
+
+    @property
+    def cli(self) -> Any:
+        """A docker-py ``APIClient`` for the container's daemon (the official operator's ``cli``), for subclasses
+        and callbacks."""
+        if self.daemon is None:
+            return self.hook.get_conn().api
+        return RemoteDockerHook(self.remote_docker_conn_id, daemon=self.daemon.name, **self.hook_params).get_conn().api
+
+    @property
+    def container(self) -> dict[str, str] | None:
+        """``{"Id": ...}`` once the container exists (the official operator's ``container``)."""
+        return {"Id": self.container_id} if self.container_id else None
+
+    format_command = staticmethod(parse_command)  # the official operator's: a "[...]" string becomes a list
+
     def container_spec(self) -> ContainerSpec:
         return ContainerSpec(**{name: getattr(self, name) for name in SPEC_FIELDS})
 
     def outcome(self) -> Outcome:
         return Outcome(image=self.image, skip_on_exit_code=self.skip_on_exit_code, execution_timeout=self.execution_timeout,
                        do_xcom_push=self.do_xcom_push, xcom_all=self.xcom_all, tty=self.tty,
-                       retrieve_output_path=self.retrieve_output_path if self.retrieve_output else None,
+                       retrieve_output=self.retrieve_output, retrieve_output_path=self.retrieve_output_path,
                        output_format=self.output_format, max_output_bytes=self.max_output_bytes,
-                       auto_remove=self.auto_remove)
+                       auto_remove=self.auto_remove, stop_timeout=self.stop_timeout)
 
     def _run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run engine work on this worker: one event loop, one client, failures as one line."""
@@ -325,7 +344,7 @@ class RemoteDockerOperator(BaseOperator):
             for value in self.private_environment.values():
                 follower.keep_secret(str(value))
             watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
-                                   give_up_after=self.daemon_lost_timeout)
+                                   give_up_after=self.daemon_lost_timeout, stop_timeout=self.stop_timeout)
             if self.deferrable:
                 end = await watch.within(self.defer_after, deadline)
                 if end is None:  # still running: the trigger goes on from here

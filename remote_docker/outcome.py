@@ -21,6 +21,28 @@ from remote_docker.output import OutputError, decode, read_single_file
 
 _GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header
 
+try:  # the official provider's, when it is installed: a user's `except DockerContainerFailedException` catches ours
+    from airflow.providers.docker.exceptions import DockerContainerFailedException as _Failed
+    from airflow.providers.docker.exceptions import DockerContainerFailedSkipException as _Skipped
+except ImportError:
+    _Failed, _Skipped = AirflowException, AirflowSkipException
+
+
+class ContainerFailedException(_Failed):
+    """The container exited with a failing code; ``logs``: its last output lines (as the official operator's)."""
+
+    def __init__(self, message: str, logs: list[str] | None = None) -> None:
+        AirflowException.__init__(self, message)
+        self.logs = list(logs or [])
+
+
+class ContainerFailedSkipException(_Skipped):
+    """The container exited with a code in ``skip_on_exit_code``; ``logs``: its last output lines."""
+
+    def __init__(self, message: str, logs: list[str] | None = None) -> None:
+        AirflowSkipException.__init__(self, message)
+        self.logs = list(logs or [])
+
 
 @dataclass
 class Outcome:
@@ -32,10 +54,12 @@ class Outcome:
     do_xcom_push: bool = True
     xcom_all: bool = False
     tty: bool = False
-    retrieve_output_path: str | None = None  # set only with retrieve_output=True
+    retrieve_output: bool = False
+    retrieve_output_path: str | None = None
     output_format: str = "pickle"
     max_output_bytes: int = 64 * 1024 * 1024
     auto_remove: str = "never"
+    stop_timeout: int = 10  # SIGTERM to SIGKILL when the deadline passed and it still runs
 
     async def collect(self, engine: Engine, end: WatchEnd, log: Any,
                       explain: Callable[[AirflowException, WatchEnd], AirflowException] = lambda err, end: err) -> Any:
@@ -84,12 +108,13 @@ class Outcome:
         state = info["State"]
         if end.status == "timeout":
             if state.get("Running"):
-                await engine.kill(info["Id"])
+                await engine.stop(info["Id"], self.stop_timeout)
             raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) reached; container {container} "
-                                     f"was killed{tail_text(end)}")
+                                     f"was stopped{tail_text(end)}")
         exit_code = state.get("ExitCode")
         if exit_code in self.skip_on_exit_code:
-            raise AirflowSkipException(f"container {container} exited with code {exit_code}, listed in skip_on_exit_code")
+            raise ContainerFailedSkipException(f"container {container} exited with code {exit_code}, listed in "
+                                               "skip_on_exit_code", logs=last_lines(end))
         if exit_code != 0 and end.ended_while_unreachable:
             raise AirflowException(await self._daemon_restart_line(engine, container, exit_code, end.ended_while_unreachable))
         if exit_code != 0:
@@ -100,7 +125,8 @@ class Outcome:
                 cause = f", after a kill ({end.kill_signal}) from outside the task: docker stop/kill on the daemon"
             elif killed_by := signal_of_exit(exit_code):  # the engine did not record who sent it (Podman)
                 cause = f", killed by {killed_by.name}"
-            raise AirflowException(f"container {container} ({self.image}) exited with code {exit_code}{cause}{tail_text(end)}")
+            raise ContainerFailedException(f"container {container} ({self.image}) exited with code {exit_code}{cause}"
+                                           f"{tail_text(end)}", logs=last_lines(end))
 
     async def _daemon_restart_line(self, engine: Engine, container: str, exit_code: int, outage: list[float]) -> str:
         began, ended = (dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%H:%M:%S") if t else "?" for t in outage)
@@ -120,15 +146,18 @@ class Outcome:
 
     async def result(self, engine: Engine, end: WatchEnd, log: Any) -> Any:
         """The XCom value: the decoded output file, all stdout lines, or the last one."""
-        if self.retrieve_output_path:
+        if self.retrieve_output:
+            if not self.retrieve_output_path:  # as the official operator: nothing to read, no result
+                log.warning("retrieve_output=True without retrieve_output_path: no file is read and there is no result")
+                return None
             return await self._read_output_file(engine, end.container_id, log)
         if not self.do_xcom_push:
             return None
         if self.xcom_all or not end.log.last_line_in_event:
             async with engine.logs(end.container_id, follow=False, stderr=False) as chunks:
                 lines = await stdout_lines(chunks, self.tty)
-            return lines if self.xcom_all else (lines[-1] if lines else None)
-        return end.log.last_stdout_line
+            return xcom_of(lines, everything=self.xcom_all)
+        return xcom_of(None if end.log.last_stdout_line is None else [end.log.last_stdout_line], everything=False)
 
     async def _read_output_file(self, engine: Engine, container_id: str, log: Any) -> Any:
         path = self.retrieve_output_path
@@ -145,8 +174,20 @@ class Outcome:
                     return None
                 data = await read_single_file(chunks, path, self.max_output_bytes)
             return decode(data, self.output_format, path)
-        except OutputError as err:
-            raise AirflowFailException(str(err)) from None
+        except OutputError as err:  # what the container wrote: the task's retries apply, as for any failure of it
+            raise AirflowException(str(err)) from None
+
+
+def xcom_of(lines: list[str] | None, *, everything: bool) -> Any:
+    """The XCom of stdout ``lines``, as the official operator makes it: each line without its trailing
+    whitespace; all of them, or the last; None (no XCom) when there was no line."""
+    if not lines:
+        return None
+    return [line.rstrip() for line in lines] if everything else lines[-1].rstrip()
+
+
+def last_lines(end: WatchEnd) -> list[str]:
+    return [line for _, line in end.log.tail]
 
 
 def tail_text(end: WatchEnd) -> str:

@@ -76,22 +76,17 @@ def parse_size(value: int | float | str | None, name: str) -> int | None:
 
 
 def environment_list(layers: Iterable[tuple[str, Mapping[str, Any] | None]]) -> list[str]:
-    """``["K=V", ...]`` from ``(parameter name, mapping)`` layers in order (later wins)."""
+    """``["K=V", ...]`` from ``(parameter name, mapping)`` layers in order (later wins). As the official operator:
+    a value of None leaves the variable unset, any other value arrives as ``str(value)`` (``True``, ``{'a': 1}``)."""
     merged: dict[str, str] = {}
     for layer_name, layer in layers:
         for key, value in (layer or {}).items():
             if not isinstance(key, str) or not key or "=" in key:
                 raise SpecError(f"{layer_name} key {key!r} is not a valid variable name")
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, (int, float)):
-                value = str(value)
-            elif not isinstance(value, str):
-                raise SpecError(
-                    f"{layer_name}[{key!r}] is a {type(value).__name__}; environment values must be strings "
-                    "(json.dumps it if you mean JSON)"
-                )
-            merged[key] = value
+            if value is None:
+                merged.pop(key, None)
+                continue
+            merged[key] = value if isinstance(value, str) else str(value)
     return [f"{key}={value}" for key, value in merged.items()]
 
 

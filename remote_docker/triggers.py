@@ -207,7 +207,7 @@ class ContainerTrigger(BaseTrigger):
         # a task of this triggerer waiting for room on this daemon looks as soon as the daemon says it stopped
         watch = ContainerWatch(engine, container_id, follower, log=self.log, poll_interval=self.poll_interval,
                                give_up_after=self.daemon_lost_timeout, secret_env=self.secret_env,
-                               on_exit=lambda: room_freed(engine.url, container_id))
+                               on_exit=lambda: room_freed(engine.url, container_id), stop_timeout=self.stop_timeout)
         keeping = await self._resume(follower)
         try:
             return await watch.until_end_or_deadline(self.deadline)

@@ -34,13 +34,14 @@ class ContainerWatch:
 
     def __init__(self, engine: Engine, container_id: str, follower: LogFollower, *, log: Any,
                  poll_interval: float = 2.0, give_up_after: float = 300.0, secret_env: Iterable[str] = (),
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None, stop_timeout: int = 10) -> None:
         self.engine = engine
         self.on_exit = on_exit  # told the moment the daemon says it stopped (or it is gone), before the log's end is read
         self.container_id = container_id
         self.follower = follower
         self.log = log
         self.poll_interval = poll_interval
+        self.stop_timeout = stop_timeout  # SIGTERM to SIGKILL at the deadline
         self.outages = Outages(log, give_up_after)
         self.secret_env = set(secret_env)
         self.logs_readable = True
@@ -187,13 +188,15 @@ class ContainerWatch:
         return counted
 
     async def kill_at_deadline(self) -> WatchEnd:
-        """The task's deadline passed: kill the container and report a timeout."""
-        self.log.error("execution_timeout reached: killing container %s", self.container_id[:12])
+        """The task's deadline passed: stop the container as a user's stop does (SIGTERM, ``stop_timeout``, SIGKILL:
+        its clean-up trap runs, as with the official operator) and report a timeout."""
+        self.log.error("execution_timeout reached: stopping container %s (SIGTERM, SIGKILL after %ss)",
+                       self.container_id[:12], self.stop_timeout)
         killed = False
         try:
-            killed = await self.engine.kill(self.container_id)
+            killed = await self.engine.stop(self.container_id, self.stop_timeout)
         except EngineError as err:
-            self.log.error("Could not kill container %s: %s", self.container_id[:12], err)
+            self.log.error("Could not stop container %s: %s", self.container_id[:12], err)
         with anyio.move_on_after(self.engine.config.timeout):
             await self._read_rest()
         self.follower.flush()

@@ -2,8 +2,9 @@
 
 * ``rd-test/busybox``: busybox-static with its applets linked.
 * ``rd-test/python``: the host's Debian interpreter, its standard library and the shared
-  libraries ``ldd`` lists, plus busybox for a shell; no cloudpickle.
-* ``rd-test/python-cloudpickle``: the same with cloudpickle in site-packages.
+  libraries ``ldd`` lists, plus busybox for a shell and the host's bash (the official ``@task.docker``
+  runs ``bash -c``); no cloudpickle.
+* ``rd-test/python-cloudpickle``: the same with cloudpickle and dill in site-packages.
 
 Stand-in tags (``busybox:latest``, ``python:3.11-slim``) let example DAGs name the public
 images they would use elsewhere.
@@ -84,7 +85,8 @@ def python_tar(with_cloudpickle: bool) -> Path:
         raise SystemExit(f"{HOST_PYTHON} is missing; run `apt-get install -y python{_MINOR}`")
     stdlib = Path(f"/usr/lib/python{_MINOR}")
     extensions = sorted((stdlib / "lib-dynload").glob("*.so"))
-    libraries = _shared_libraries([HOST_PYTHON, *extensions])
+    bash = Path("/bin/bash")
+    libraries = _shared_libraries([HOST_PYTHON, bash, *extensions])
     handle, name = tempfile.mkstemp(suffix=".tar")
     os.close(handle)
     skip = re.compile(r"(/__pycache__|/test/|/tests/|/idlelib|/tkinter|/turtledemo|/ensurepip|/lib2to3|/site-packages|/dist-packages)")
@@ -93,6 +95,7 @@ def python_tar(with_cloudpickle: bool) -> Path:
         for folder in ("usr", "usr/bin", "usr/lib", "lib", "lib64", "lib/x86_64-linux-gnu"):
             _dir(tar, folder)
         tar.add(str(HOST_PYTHON), arcname=f"usr/bin/python{_MINOR}")
+        tar.add(str(bash), arcname="usr/bin/bash")
         for alias in ("usr/bin/python3", "usr/bin/python"):
             link = tarfile.TarInfo(alias)
             link.type, link.linkname = tarfile.SYMTYPE, f"python{_MINOR}"
@@ -103,10 +106,12 @@ def python_tar(with_cloudpickle: bool) -> Path:
             tar.add(str(real), arcname=str(library).lstrip("/"))
         if with_cloudpickle:
             import cloudpickle
+            import dill
 
-            package = Path(cloudpickle.__file__).parent
-            tar.add(str(package), arcname=f"usr/lib/python{_MINOR}/cloudpickle",
-                    filter=lambda i: None if "__pycache__" in i.name else i)
+            for module in (cloudpickle, dill):
+                package = Path(module.__file__).parent
+                tar.add(str(package), arcname=f"usr/lib/python{_MINOR}/{package.name}",
+                        filter=lambda i: None if "__pycache__" in i.name else i)
     return Path(name)
 
 

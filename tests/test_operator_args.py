@@ -21,7 +21,7 @@ def make(**kwargs) -> RemoteDockerOperator:
         ({"auto_remove": True}, "auto_remove=True is not valid"),
         ({"pull": "sometimes"}, "pull='sometimes' is not valid; use one of 'missing', 'always', 'never'"),
         ({"output_format": "yaml"}, "output_format='yaml' is not valid; use one of 'pickle', 'json'"),
-        ({"retrieve_output": True}, "retrieve_output=True needs retrieve_output_path"),
+        ({"port_bindings": {80: 8080}, "network_mode": "host"}, "port_bindings can't be used with network_mode='host'"),
         ({"max_output_bytes": 0}, "max_output_bytes=0 must be positive"),
     ],
 )

@@ -215,9 +215,8 @@ def test_bad_mount_source(run: DagRunResult) -> None:
     assert "/definitely/not/on/daemon/host" in message and "use a named volume or files= instead" in message
 
 
-def test_environment_value_not_a_string(run: DagRunResult) -> None:
-    assert error_line(run, "env_not_string") == (
-        "environment['BAD'] is a dict; environment values must be strings (json.dumps it if you mean JSON)")
+def test_environment_values_arrive_as_the_official_operator_sends_them(run: DagRunResult) -> None:
+    assert run["env_values"].xcom == "{'nested': 1}|[1, 2]|True|unset"
 
 
 def test_env_file_string(run: DagRunResult) -> None:

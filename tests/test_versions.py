@@ -68,3 +68,11 @@ def test_engine_and_range_from_the_version_document() -> None:
     docker = DaemonFacts.from_document({"Version": "28.5.2", "ApiVersion": "1.51", "MinAPIVersion": "1.44",
                                         "Components": [{"Name": "Engine"}, {"Name": "containerd"}]})
     assert docker.engine == "docker" and docker.describe() == "Docker 28.5.2, Engine API 1.44-1.51"
+
+
+def test_an_explicit_version_older_than_ours_is_negotiated_instead(caplog: pytest.LogCaptureFixture) -> None:
+    """The official operator's own examples pin api_version="1.19": sent as is, fields we send would be dropped."""
+    old = build_config(host="unix:///x.sock", extras={"api_version": "1.19"}, source="c")
+    with caplog.at_level("WARNING"):
+        assert versions.explicit_for(old) is None
+    assert "api_version 1.19 is older than 1.41, the oldest remote-docker speaks" in caplog.text

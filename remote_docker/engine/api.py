@@ -179,6 +179,9 @@ class Engine:
                 return False
             raise
 
+    async def rename(self, container_id: str, name: str) -> None:
+        await self._call("renaming a container on", self.docker.containers.container(container_id).rename(name))
+
     async def remove(self, container_id: str) -> None:
         """Remove the container and its anonymous volumes; gone already counts as done."""
         container = self.docker.containers.container(container_id)

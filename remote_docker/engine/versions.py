@@ -12,6 +12,7 @@ anything below 1.44 (docs/engines.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ VERSION_ENV = "DOCKER_API_VERSION"
 FACTS_SECONDS = 300.0  # a daemon upgraded in place is asked again after this long (or after a refusal)
 
 EngineKind = Literal["docker", "podman"]
+log = logging.getLogger(__name__)
 
 
 def key(version: str) -> tuple[int, ...]:
@@ -35,8 +37,20 @@ def key(version: str) -> tuple[int, ...]:
 
 
 def explicit_for(config: DaemonConfig) -> str | None:
-    """The version the user set for ``config``'s daemon, if any (the environment's last)."""
-    return config.api_version or parse_api_version(os.environ.get(VERSION_ENV), VERSION_ENV)
+    """The version the user set for ``config``'s daemon, if any (the environment's last). One older than ``OLDEST``
+    (the official operator's examples set 1.19) would drop fields of what we send (mounts among them): the
+    version is negotiated instead, with one warning."""
+    explicit = config.api_version or parse_api_version(os.environ.get(VERSION_ENV), VERSION_ENV)
+    if explicit is not None and key(explicit) < key(OLDEST):
+        if explicit not in _warned:
+            _warned.add(explicit)
+            log.warning("api_version %s is older than %s, the oldest remote-docker speaks (Docker 20.10); the version is "
+                        "negotiated with the daemon instead", explicit, OLDEST)
+        return None
+    return explicit
+
+
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)

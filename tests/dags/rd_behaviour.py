@@ -73,7 +73,7 @@ with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
     RemoteDockerOperator(task_id="pull_never_missing", image="rd-test/not-here:1", pull="never")
     sh("bad_mount", "true", mounts=["/definitely/not/on/daemon/host:/data:ro"])
     sh("inline_key", "true", tls_client_key="-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n")
-    sh("env_not_string", "true", environment={"BAD": {"nested": 1}})
+    sh("env_values", 'echo "$D|$L|$T|${N-unset}"', environment={"D": {"nested": 1}, "L": [1, 2], "T": True, "N": None})
     sh("env_file_vars", "echo $A-$B", env_file="A=1\nB='two words'\n")
     RemoteDockerOperator(task_id="working_dir_user", image=IMAGE, network_mode="none", auto_remove="force",
                          command=["sh", "-c", "pwd; id -u; hostname"], working_dir="/tmp", user="65534",
