@@ -39,7 +39,15 @@ from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
 from remote_docker.placement import Placement, PlacementError, start_placed
 from remote_docker.pool import DaemonPool, Member
 from remote_docker.registry import PULL_POLICIES, ImageError, source_for
-from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, files_archive, parse_command, task_labels
+from remote_docker.spec import (
+    TEMPLATED_FIELDS,
+    ContainerSpec,
+    SpecError,
+    files_archive,
+    parse_command,
+    parse_env_file,
+    task_labels,
+)
 from remote_docker.triggers import ContainerTrigger
 from remote_docker.watch import ContainerWatch
 
@@ -246,6 +254,7 @@ class RemoteDockerOperator(BaseOperator):
         return {"Id": self.container_id} if self.container_id else None
 
     format_command = staticmethod(parse_command)  # the official operator's: a "[...]" string becomes a list
+    unpack_environment_variables = staticmethod(parse_env_file)  # the official operator's: KEY=VALUE lines
 
     def container_spec(self) -> ContainerSpec:
         return ContainerSpec(**{name: getattr(self, name) for name in SPEC_FIELDS})

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 
 import pytest
-from conftest import CLOUDPICKLE_IMAGE, IMAGE_PYTHON, PYTHON_IMAGE, AirflowEnv, DagRunResult, xcom_value
+from conftest import CLOUDPICKLE_IMAGE, IMAGE_PYTHON, PYTHON_IMAGE, ROOT, AirflowEnv, DagRunResult, xcom_value
 from test_operator_dag import error_line
 
 from remote_docker.decorators import remote_docker_task
@@ -64,6 +64,10 @@ def test_exception_fails_with_the_remote_traceback(run: DagRunResult) -> None:
     assert any('in raises' in line for line in stderr) and any("in inner" in line for line in stderr)
     assert stderr[-1] == "ValueError: broken on purpose"
     assert "exited with code 1" in error_line(run, "raises")
+    # the frames name the DAG file's own lines, as a reader of the DAG file counts them
+    dag_file = (ROOT / "tests" / "dags" / "rd_decorator.py").read_text().splitlines()
+    raise_line = next(i for i, line in enumerate(dag_file, 1) if 'raise ValueError("broken on purpose")' in line)
+    assert any(f'File "rd_decorator.py", line {raise_line}, in inner' in line for line in stderr), stderr
 
 
 def test_print_streams_live(run: DagRunResult) -> None:
