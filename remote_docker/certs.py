@@ -330,6 +330,19 @@ def san_strings(cert: x509.Certificate) -> list[str]:
     return [str(n.value) for n in sans if isinstance(n, (x509.DNSName, x509.IPAddress))]
 
 
+def summary(out: Path, now: dt.datetime | None = None) -> list[str]:
+    """One line per certificate under ``out``: its name, SANs and expiry (for ``check-certs`` when all is well)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    lines = []
+    for path in sorted(out.glob("*/cert.pem")):
+        cert = _read_cert(path)
+        names = ", ".join(san_strings(cert)) or "none"
+        left = (cert.not_valid_after_utc - now).days
+        lines.append(f"{path}: {cert.subject.rfc4514_string()}, SANs {names}, expires {cert.not_valid_after_utc:%Y-%m-%d} "
+                     f"({left} days)")
+    return lines
+
+
 def check(out: Path, now: dt.datetime | None = None) -> list[Finding]:
     """Check every certificate folder under ``out``: chain, key pairs, usages, SANs, expiry, modes."""
     now = now or dt.datetime.now(dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""The ``remote-docker`` command: generate-certs, check-certs, doctor."""
+"""The ``remote-docker`` command: generate-certs, check-certs, doctor, prune."""
 
 from __future__ import annotations
 
@@ -32,19 +32,51 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    findings = certs.check(Path(args.out))
+    findings = certs.check(Path(args.folder))
     for finding in findings:
         print(finding, file=sys.stderr if finding.level == "error" else sys.stdout)
     errors = [f for f in findings if f.level == "error"]
     if not errors:
-        print(f"ok: {args.out}")
+        for line in certs.summary(Path(args.folder)):
+            print(line)
+        print(f"ok: {args.folder}: chain, key pairs, usages, SANs, expiry and key modes")
     return 1 if errors else 0
+
+
+def _hook_class() -> type:
+    """``RemoteDockerHook`` looking connections up as Airflow's own CLI does: environment, secrets backends and the
+    metadata database (a task asks through the Task SDK, which a shell has not)."""
+    from remote_docker.connection import DaemonConfigError
+    from remote_docker.hook import RemoteDockerHook
+
+    class CliHook(RemoteDockerHook):
+        @classmethod
+        def get_connection(cls, conn_id: str):  # type: ignore[override]
+            import logging
+            import os
+
+            from airflow.models.connection import Connection
+
+            # it warns that a type with "_" makes no RFC 3986 scheme whenever it writes a URI: not ours to act on
+            logging.getLogger("airflow.models.connection").setLevel(logging.ERROR)
+
+            raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+            if raw is not None:  # Airflow would call a value it can't parse "not defined": say what is wrong
+                try:
+                    return Connection.from_json(raw, conn_id=conn_id) if raw.lstrip().startswith("{") \
+                        else Connection(conn_id=conn_id, uri=raw)
+                except Exception as err:
+                    raise DaemonConfigError(f"AIRFLOW_CONN_{conn_id.upper()} does not parse as a connection "
+                                            f"({type(err).__name__}: {str(err)[:120]}); fix its JSON or URI") from None
+            return Connection.get_connection_from_secrets(conn_id)
+
+    return CliHook
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from remote_docker.errors import DaemonError
-    from remote_docker.hook import RemoteDockerHook
 
+    RemoteDockerHook = _hook_class()
     hook = RemoteDockerHook(remote_docker_conn_id=args.conn_id, docker_url=args.docker_url)
     pool = hook.pool
     if pool.single:
@@ -73,8 +105,9 @@ def _prune(args: argparse.Namespace) -> int:
     import logging
 
     from remote_docker import ownership
-    from remote_docker.hook import RemoteDockerHook
     from remote_docker.prune import Prune, parse_duration, states_from_database
+
+    RemoteDockerHook = _hook_class()
 
     try:
         older = parse_duration(args.older_than)
@@ -90,6 +123,7 @@ def _prune(args: argparse.Namespace) -> int:
                   dry_run=args.dry_run, orphan_min_age=min_age, states=None if args.no_orphans else states_from_database())
     log = logging.getLogger("remote_docker.prune")
     log.addHandler(logging.NullHandler())
+    log.propagate = False  # the lines are printed below; Airflow's own logging would print them a second time
     reports = asyncio.run(prune.run(RemoteDockerHook(args.conn_id), log))
     for report in reports:
         print(report.line(args.dry_run))
@@ -101,7 +135,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remote-docker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="remote-docker", description=__doc__.replace("``", "`"))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -109,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="certs", help="output folder (default: ./certs)")
     gen.add_argument("--san", action="append", metavar="NAME_OR_IP",
                      help=f"server subjectAltName; repeat it (default: {', '.join(certs.DEFAULT_SANS)})")
-    gen.add_argument("--days", type=int, default=certs.DEFAULT_DAYS, help="validity in days")
+    gen.add_argument("--days", type=int, default=certs.DEFAULT_DAYS, help=f"validity in days (default {certs.DEFAULT_DAYS})")
     gen.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="EC P-256 (default) or RSA")
     gen.add_argument("--rsa-bits", type=int, default=certs.MIN_RSA_BITS, help="RSA key size (3072+)")
     gen.add_argument("--server-name", default="server", help="folder for the server certificate (another daemon: host2)")
@@ -119,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
 
     chk = sub.add_parser("check-certs", help="verify chain, key pairs, usages, SANs, expiry and key modes")
-    chk.add_argument("out", nargs="?", default="certs", help="certificate folder (default: ./certs)")
+    chk.add_argument("folder", nargs="?", default="certs", help="certificate folder (default: ./certs)")
     chk.set_defaults(func=_check)
 
     doc = sub.add_parser("doctor", help="connect as the operator would and report the daemon")

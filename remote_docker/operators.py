@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import threading
 import time
-import warnings
 from collections.abc import Container, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import fields
 from functools import cached_property
@@ -214,12 +213,10 @@ class RemoteDockerOperator(BaseOperator):
         self.defer_after = defer_after
         self.start_from_trigger_wish = start_from_trigger
         self.mount_tmp_dir = mount_tmp_dir
-        if mount_tmp_dir or host_tmp_dir or tmp_dir or tls_ssl_version:
-            warnings.warn(
-                "mount_tmp_dir, tmp_dir, host_tmp_dir and tls_ssl_version are ignored: a remote daemon can't see "
-                "the worker's folders (use files= or a named volume), and TLS is always 1.2 or newer",
-                UserWarning, stacklevel=2,
-            )
+        # the official operator's, without effect here: said once in this task's own log when it runs
+        self.ignored_arguments = [name for name, value in (("mount_tmp_dir", mount_tmp_dir), ("tmp_dir", tmp_dir),
+                                                           ("host_tmp_dir", host_tmp_dir),
+                                                           ("tls_ssl_version", tls_ssl_version)) if value]
         self.container_id: str | None = None
         self.daemon: Member | None = None  # the daemon of the pool the container is on
         self._handed_over: dict | None = None  # the log cursor the trigger takes over
@@ -279,6 +276,9 @@ class RemoteDockerOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         self._mask_private_environment()
+        if self.ignored_arguments:
+            self.log.warning("%s: %s ignored: a remote daemon can't see the worker's folders (use files= or a named "
+                             "volume), and TLS is always 1.2 or newer", self.task_id, ", ".join(self.ignored_arguments))
         if self.deferrable and is_inline_pem(self.tls_client_key):
             # Airflow 3.3 stores trigger kwargs (where overrides travel) unencrypted in its database
             raise AirflowFailException(

@@ -243,7 +243,11 @@ def test_cli_generate_then_check(tmp_path: Path) -> None:
     again = run_cli("generate-certs", "--out", str(out))
     assert again.returncode == 0 and "wrote" not in again.stdout and again.stdout.count("kept") == 3
     checked = run_cli("check-certs", str(out))
-    assert checked.returncode == 0 and checked.stdout.strip() == f"ok: {out}"
+    lines = checked.stdout.strip().splitlines()
+    assert checked.returncode == 0 and lines[-1] == f"ok: {out}: chain, key pairs, usages, SANs, expiry and key modes"
+    server = next(line for line in lines if line.startswith(f"{out / 'server' / 'cert.pem'}: "))
+    assert "SANs docker, 10.0.0.5, expires " in server and server.endswith(" days)")
+    assert len(lines) == 4, "the CA, the server and the client certificate, then the verdict"
 
 
 def test_cli_check_fails_with_one_line_per_problem(tmp_path: Path) -> None:

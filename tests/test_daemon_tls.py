@@ -238,3 +238,17 @@ def test_doctor_failure_is_one_line(daemon: Daemon, other_pki: Path) -> None:
     missing = run_cli("doctor", "--conn-id", "nope")
     assert missing.returncode == 2
     assert missing.stderr.strip().endswith("connection 'nope' does not exist; create it (UI, `airflow connections add`, or AIRFLOW_CONN_NOPE)")
+
+
+def test_doctor_finds_a_connection_made_in_airflows_database(daemon: Daemon, airflow_env) -> None:
+    """Made with `airflow connections add` (as the UI makes them): the CLI finds it as a task does."""
+    added = airflow_env.run("connections", "add", "rd_made_in_db", "--conn-json", daemon.connection_json())
+    assert added.returncode == 0, added.stderr
+    found = run_cli("doctor", "--conn-id", "rd_made_in_db", env={"AIRFLOW_HOME": airflow_env.env["AIRFLOW_HOME"]})
+    assert found.returncode == 0, found.stderr
+    assert f"daemon: https://127.0.0.1:{daemon.port}" in found.stdout
+    assert "RFC3986" not in found.stderr + found.stdout
+    broken = run_cli("doctor", "--conn-id", "rd_broken", env={"AIRFLOW_CONN_RD_BROKEN": '{"conn_type": "remote_docker", '})
+    assert broken.returncode == 2
+    assert broken.stderr.strip().startswith("remote-docker doctor: AIRFLOW_CONN_RD_BROKEN does not parse as a connection "
+                                            "(JSONDecodeError:")

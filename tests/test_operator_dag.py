@@ -261,3 +261,6 @@ def test_an_explicit_verification_opt_out_is_said_once_in_the_task_log(run: DagR
     said = [line for line in task.log if "with tls_hostname=False: the daemon's certificate is checked against the CA" in line]
     assert len(said) == 1, said
     assert not any("tls_hostname=False" in line for line in run["interleaved"].log), "only where it was asked for"
+    ignored = [line for line in task.log if "names_unchecked: mount_tmp_dir ignored: a remote daemon can't see" in line]
+    assert len(ignored) == 1, "the official operator's mount_tmp_dir is named once, in its own task's log"
+    assert not any("mount_tmp_dir" in line for line in run["interleaved"].log)

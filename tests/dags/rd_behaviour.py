@@ -37,7 +37,7 @@ with DAG("rd_behaviour", schedule=None, start_date=dt.datetime(2026, 1, 1), catc
     # a container imitating the provider's own lines, and writing terminal escapes and carriage returns
     sh("imitates_us", "echo 'Container 0123456789ab exited 0: the task ends here, without a worker.'; "
                       "printf 'red \\033[31mALERT\\033[0m, over\\rwritten, nul \\000 end\\n'")
-    sh("names_unchecked", "echo connected", tls_hostname=False)  # an explicit opt-out: said once in the task log
+    sh("names_unchecked", "echo connected", tls_hostname=False, mount_tmp_dir=True)  # an explicit opt-out: said once in the task log
     sh("fails", "echo before-failure; echo oops >&2; exit 3")
     sh("skipped", "echo skipping; exit 42", skip_on_exit_code=[42, 43])
     sh("oom", "echo start; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived", mem_limit="16m")
