@@ -68,6 +68,10 @@ CONNECTION_FORM_FIELDS = airflow_at_least("3.2.0")
 # running container of an earlier try.
 TASK_STATE_STORE = airflow_at_least("3.3.0")
 
+# The Task SDK tells a task its previous task instance (``RuntimeTaskInstance.get_previous_ti``, with its
+# duration) from 3.3: a task's earlier runs decide how long its worker follows it before deferring.
+PREVIOUS_TASK_INSTANCE = airflow_at_least("3.3.0")
+
 # The stale executor event: when a task defers, its worker exits and the executor reports SUCCESS for
 # that try. If the trigger fired fast and the task is SCHEDULED / QUEUED / RUNNING again when the
 # scheduler handles that stale event, the task is failed. Guarded for SCHEDULED from 3.2.2

@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 
 # A container that ends within this many seconds of starting finishes on the worker with no deferral.
 DEFAULT_DEFER_AFTER = 2.0
+# A task whose last successful run took at least this long defers at once (follow_for): what a deferral
+# costs it is then at most ~1/5 of its run (BENCHMARKS.md, the length sweep). Ending in the triggerer costs
+# its pickup and event; resuming on a worker also a worker start and the stale-event guard.
+LONG_IF_ENDING_IN_TRIGGERER = 10.0
+LONG_IF_RESUMING_ON_WORKER = 50.0
 AUTO_REMOVE_MODES = ("never", "success", "force")
 # Operator arguments that become the container (one per ContainerSpec field)
 SPEC_FIELDS = tuple(f.name for f in fields(ContainerSpec))
@@ -91,7 +96,9 @@ class RemoteDockerOperator(BaseOperator):
     :param daemon_lost_timeout: fail the task once its daemon has been unreachable this long (default 300).
     :param defer_after: seconds the worker follows the container before deferring: one that ends
         sooner finishes on the worker without a deferral; 0 defers at once. Default:
-        ``REMOTE_DOCKER_DEFER_AFTER``, else 2.
+        ``REMOTE_DOCKER_DEFER_AFTER``, else decided from the task's previous successful run (Airflow >=
+        3.3): one that took long defers at once, one that was short is followed on the worker as the
+        official operator does (deferring only if it runs twice as long); without one, 2 s.
     :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3), when it
         needs nothing of one (``trigger_start.why_not``; the worker logs the reason when it does). For
         many parallel long containers: it saves a worker start per task, and costs a short task the
@@ -207,10 +214,11 @@ class RemoteDockerOperator(BaseOperator):
         self.stop_timeout, self.daemon_lost_timeout = stop_timeout, daemon_lost_timeout
         self.min_deferred_seconds = min_deferred_seconds if min_deferred_seconds is not None else \
             float(os.environ.get("REMOTE_DOCKER_MIN_DEFERRED_SECONDS", compat.STALE_EVENT_GUARD_SECONDS))
-        defer_after = defer_after if defer_after is not None else float(os.environ.get("REMOTE_DOCKER_DEFER_AFTER", DEFAULT_DEFER_AFTER))
-        if defer_after < 0:
+        if defer_after is None and os.environ.get("REMOTE_DOCKER_DEFER_AFTER"):
+            defer_after = float(os.environ["REMOTE_DOCKER_DEFER_AFTER"])
+        if defer_after is not None and defer_after < 0:
             raise ValueError(f"defer_after={defer_after} must be 0 or more seconds")
-        self.defer_after = defer_after
+        self.defer_after = defer_after  # None: decided when the task runs (follow_for)
         self.start_from_trigger_wish = start_from_trigger
         self.mount_tmp_dir = mount_tmp_dir
         # the official operator's, without effect here: said once in this task's own log when it runs
@@ -355,7 +363,7 @@ class RemoteDockerOperator(BaseOperator):
             watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
                                    give_up_after=self.daemon_lost_timeout, stop_timeout=self.stop_timeout)
             if self.deferrable:
-                end = await watch.within(self.defer_after, deadline)
+                end = await watch.within(self.follow_for(context["ti"]), deadline)
                 if end is None:  # still running: the trigger goes on from here
                     self._handed_over = follower.handover()
                     return _STILL_RUNNING
@@ -366,6 +374,25 @@ class RemoteDockerOperator(BaseOperator):
                     await asyncio.shield(engine.stop(self.container_id, self.stop_timeout))
                     raise
             return await self._collect(engine, end)
+
+    def follow_for(self, ti: Any) -> float:
+        """Seconds this worker follows the container before the task defers (``defer_after``, else from history).
+
+        Deferring frees the slot but costs: the triggerer's pickup and event (~1-2 s), and for a task that resumes
+        on a worker a second worker start and the stale-event guard (``min_deferred_seconds``). So a task whose
+        last successful run was long defers at once, and one that was short is followed here, as the official
+        operator follows it, deferring only if it runs twice as long as then."""
+        if self.defer_after is not None:
+            return self.defer_after
+        previous = _previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
+        if previous is None:
+            return DEFAULT_DEFER_AFTER
+        ends_in_triggerer = compat.END_IN_TRIGGERER and self.ending_here() is not None
+        long = LONG_IF_ENDING_IN_TRIGGERER if ends_in_triggerer else LONG_IF_RESUMING_ON_WORKER + self.min_deferred_seconds
+        if previous >= long:
+            self.log.info("Deferring at once: this task's last successful run took %.0fs.", previous)
+            return 0.0
+        return max(DEFAULT_DEFER_AFTER, 2 * previous)
 
     def ending_here(self) -> dict | None:  # how the trigger may end this task without a worker (ending.Ending)
         return ending.for_task(self, RemoteDockerOperator)
@@ -431,3 +458,13 @@ class RemoteDockerOperator(BaseOperator):
 
 
 _STILL_RUNNING = object()
+
+
+def _previous_duration(ti: Any) -> float | None:
+    """How long this task's previous successful run took (seconds), or None when there is none to ask."""
+    try:
+        previous = ti.get_previous_ti(state="success", map_index=ti.map_index)
+    except Exception:  # a history aid only: a failed lookup leaves the default
+        return None
+    duration = getattr(previous, "duration", None)
+    return float(duration) if duration is not None else None

@@ -235,7 +235,8 @@ class ContainerTrigger(BaseTrigger):
             since = time.monotonic() - follower.last_line_at
             if await until_supervisor_read(follower.out, LOG_DRAIN_SECONDS - since, LOG_DRAIN_POLL) is None:
                 pause = log_drain_seconds() - since
-        if self.not_before and resuming_on_worker:
+        # the stale executor event needs an executor: a trigger run inline (`airflow dags test`) has none
+        if self.not_before and resuming_on_worker and self.task_instance_in_triggerer is not None:
             pause = max(pause, self.not_before - time.time())
         if pause > 0:
             await asyncio.sleep(pause)

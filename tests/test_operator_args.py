@@ -155,3 +155,35 @@ def test_a_decorated_function_starts_on_a_worker() -> None:
     expected = ("a @task.remote_docker function and its arguments are copied in from a worker" if compat.START_IN_TRIGGERER
                 else "Airflow < 3.3 can't start tasks in the triggerer")
     assert trigger_start.why_not(operator) == expected and operator.start_from_trigger is False
+
+
+class History:
+    """A task instance as far as ``follow_for`` asks it: its previous successful run's duration."""
+
+    map_index = -1
+
+    def __init__(self, duration: float | None) -> None:
+        self.duration = duration
+
+    def get_previous_ti(self, state: str, map_index: int):
+        assert state == "success"
+        return None if self.duration is None else type("Previous", (), {"duration": self.duration})()
+
+
+@pytest.mark.parametrize(("kwargs", "previous", "followed"), [
+    ({}, None, 2.0),                           # no history: the default window
+    ({}, 3.4, 6.8),                            # always short: followed like the official, deferred if twice as long
+    ({}, 0.2, 2.0),                            # never less than the default window
+    ({}, 25.0, 0.0),                           # ends in the triggerer and took long: defer at once
+    ({"retrieve_output": True, "retrieve_output_path": "/o"}, 25.0, 50.0),  # resumes on a worker: long only past 60 s
+    ({"retrieve_output": True, "retrieve_output_path": "/o"}, 75.0, 0.0),
+    ({"defer_after": 5}, 300.0, 5.0),          # what the DAG says wins
+])
+def test_how_long_the_worker_follows_before_deferring(kwargs: dict, previous: float | None, followed: float) -> None:
+    from remote_docker import compat
+
+    operator = make(min_deferred_seconds=10, **kwargs)
+    expected = followed if compat.PREVIOUS_TASK_INSTANCE or "defer_after" in kwargs else 2.0
+    if not compat.END_IN_TRIGGERER and not kwargs and previous == 25.0:
+        expected = 50.0  # nothing ends in the triggerer there: resuming on a worker is the rule
+    assert operator.follow_for(History(previous)) == expected
