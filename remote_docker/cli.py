@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,13 +53,7 @@ def _hook_class() -> type:
     class CliHook(RemoteDockerHook):
         @classmethod
         def get_connection(cls, conn_id: str):  # type: ignore[override]
-            import logging
-            import os
-
             from airflow.models.connection import Connection
-
-            # it warns that a type with "_" makes no RFC 3986 scheme whenever it writes a URI: not ours to act on
-            logging.getLogger("airflow.models.connection").setLevel(logging.ERROR)
 
             raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
             if raw is not None:  # Airflow would call a value it can't parse "not defined": say what is wrong
@@ -180,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # stdout is this command's report: Airflow's own warnings (no Fernet key, a connection type that is no RFC 3986
+    # scheme) would land in it, so Airflow logs errors only here unless the user set a level
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "ERROR")
     from remote_docker.connection import DaemonConfigError
     from remote_docker.errors import DaemonError
 

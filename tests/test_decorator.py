@@ -145,5 +145,5 @@ def test_unknown_serializer() -> None:
     def plain() -> int:
         return 1
 
-    with pytest.raises(ValueError, match="serializer='yaml' is not valid; use one of 'pickle', 'cloudpickle', 'json'"):
+    with pytest.raises(ValueError, match="serializer='yaml' is not valid; use one of 'pickle', 'cloudpickle', 'dill', 'json'"):
         remote_docker_task(plain, image="x", serializer="yaml")()
