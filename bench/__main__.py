@@ -3,12 +3,15 @@
     bench/run            quick versions of P1-P5 (under 10 minutes on 2 cores)
     bench/run --full     the sizes the targets are stated for
     bench/run --only p3  one of them (results of the others are kept from earlier runs)
+    bench/run --engine docker-29 --only p5 --only short
+                         on another engine (scripts/engines.py list); kept beside the default's figures
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -16,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, Result, machine, start_daemon, stop_daemon
+from common import RESULTS, ROOT, Result, engine_of, engines, machine, start_daemon, stop_daemon
 
 NAMES = ("p1", "p2", "p3", "p4", "p5", "p6", "short", "burst")
 SIZES = {
@@ -29,12 +32,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--only", action="append", choices=NAMES)
+    parser.add_argument("--engine", choices=list(engines.ENGINES), default=engines.DEFAULT_ENGINE)
     args = parser.parse_args()
+    os.environ[engines.ENGINE_ENV] = args.engine
     mode = "full" if args.full else "quick"
     sizes = SIZES[mode]
     wanted = args.only or list(NAMES)
-    command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or [])
+    command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or []) \
+        + (f" --engine {args.engine}" if args.engine != engines.DEFAULT_ENGINE else "")
     daemon = start_daemon()
+    engine = engine_of(daemon)
     began = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="rd-bench-") as folder:
@@ -44,8 +51,8 @@ def main() -> int:
                 result = run_one(name, daemon, sizes, work)
                 result.figures["seconds_taken"] = round(time.monotonic() - started, 1)
                 result.figures["command"] = command
-                result.figures["machine"] = machine()
-                result.save()
+                result.figures["machine"] = {**machine(), "engine": engine}
+                result.save(args.engine)
     finally:
         stop_daemon(daemon)
     print(f"[bench] done in {time.monotonic() - began:.0f}s", flush=True)
@@ -81,31 +88,68 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
     return on_airflow.burst(daemon, work / "burst-home")
 
 
+def headline(key: str, figures: dict) -> str:
+    """The one figure a reader compares with the target."""
+    name = key.split("@")[0].split("-")[0]
+    if name == "p1":
+        return (f"{figures['speedup_start_from_trigger']}x with start_from_trigger, {figures['speedup_default']}x at "
+                f"defaults (ideal {figures['ideal_speedup_n_over_w']}x)")
+    if name == "p2":
+        top = max(figures["rows"], key=lambda row: row["n"])
+        return (f"at {top['n']}: +{top['rss_over_baseline_mb']} MB, {top['cpu_percent_of_one_core_waiting']} % CPU, "
+                f"p99 exit->event {top['exit_to_event_s']['p99']} s")
+    if name == "p3":
+        return f"{figures['trigger_vs_docker_logs_f']}x docker logs -f, +{figures['rss_growth_mb']} MB, {figures['lines_wrong']} lines wrong"
+    if name == "p4":
+        return f"{figures['ratio']}x docker cp"
+    if name in ("p5", "short"):
+        return (f"{figures['ratio_default_to_official']}x the official at defaults "
+                f"({figures['ours_default']['makespan_s_median']} s vs {figures['official']['makespan_s_median']} s)")
+    if name == "p6":
+        return f"{figures['makespan_s']} s (bound {figures['bound_s']} s), {figures['failed']} failed"
+    return f"{figures.get('failed')} failed of {figures.get('tasks')}, {figures.get('containers_left')} containers left"
+
+
 def write_report() -> None:
     found = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
-    # in the order of NAMES; a benchmark run once per Airflow minor has a file each (burst-3.1, ...)
-    results = {key: found[key] for name in NAMES for key in found if key == name or key.startswith(f"{name}-")}
+    # in the order of NAMES; a benchmark run once per Airflow minor (burst-3.1) or on another engine (p5@docker-29)
+    # has a file each
+    results = {key: found[key] for name in NAMES for key in found
+               if key == name or key.startswith((f"{name}-", f"{name}@"))}
     charts(results)
+    verdicts = {True: "**met**", False: "**missed**", None: "not measured at the target size"}
     lines = ["# Benchmarks", "",
-             "Reproduce with `bench/run` (quick, < 10 min) or `bench/run --full`. Each section names the exact",
-             "command, machine and versions it was measured with. Targets belong to the benchmark, never to tests.", ""]
+             "Reproduce with `bench/run` (quick, < 10 min) or `bench/run --full`; `--engine NAME` measures on another",
+             "engine (`scripts/engines.py list`). Targets belong to the benchmarks, never to tests. The raw figures of",
+             "each are in `bench/results/<name>.json`; each section below names the command, machine and versions.", "",
+             "| benchmark | engine | target | result | verdict | measured | command |", "|---|---|---|---|---|---|---|"]
+    for key, result in results.items():
+        info = result["figures"].get("machine", {})
+        engine = info.get("engine", "docker-20.10").split(" (")[0]
+        lines.append(f"| [{result['name']}](#{anchor(key)}) | {engine} | {result['target']} | "
+                     f"{headline(key, result['figures'])} | {verdicts[result['met']]} | {info.get('date', '-')[:10]} | "
+                     f"`{result['figures'].get('command', '')}` |")
+    lines.append("")
     for key, result in results.items():
         figures = dict(result["figures"])
         info = figures.pop("machine", {})
-        command = figures.pop("command", "")
-        taken = figures.pop("seconds_taken", None)
-        verdict = {True: "**met**", False: "**missed**", None: "not measured at the target size"}[result["met"]]
-        lines += [f"## {result['name']}", "",
-                  f"- command: `{command}` ({taken}s) on {info.get('date')}",
+        lines += [f'<a id="{anchor(key)}"></a>', "", f"## {result['name']}", "",
+                  f"- command: `{figures.get('command', '')}` ({figures.get('seconds_taken')}s) on {info.get('date')}",
+                  f"- engine: {info.get('engine', 'docker-20.10 (Debian 12)')}",
                   f"- machine: {info.get('cores')} cores, {info.get('memory_gib')} GiB, Python {info.get('python')}, "
                   f"kernel {info.get('kernel')}; Airflow {info.get('airflow')}, aiodocker {info.get('aiodocker')}, "
                   f"docker-py {info.get('docker-py')}, official provider {info.get('apache-airflow-providers-docker', '-')}",
-                  f"- target: {result['target']} — {verdict}", "", "```json", json.dumps(figures, indent=2), "```", ""]
+                  f"- target: {result['target']} — {verdicts[result['met']]}",
+                  f"- result: {headline(key, result['figures'])}; every figure: [bench/results/{key}.json](bench/results/{key}.json)"]
         lines += [f"- {note}" for note in result.get("notes", [])]
         if Path(RESULTS.parent / f"{key}.png").exists():
             lines += ["", f"![{result['name']}](bench/{key}.png)"]
         lines.append("")
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines) + "\n" + analysis())
+
+
+def anchor(key: str) -> str:
+    return "bench-" + key.replace("@", "-on-").replace(".", "")
 
 
 def analysis() -> str:

@@ -29,6 +29,7 @@ Daemon = tls_dockerd.RunningDaemon
 
 
 def start_daemon() -> Daemon:
+    """The engine REMOTE_DOCKER_ENGINE names (scripts/engines.py; default the machine's Docker 20.10)."""
     state = Path(tempfile.mkdtemp(prefix="rd-bench-"))
     environment = engines.start(None, state, None)
     daemon = Daemon(state, int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
@@ -36,6 +37,16 @@ def start_daemon() -> Daemon:
     images.build(client)
     client.close()
     return daemon
+
+
+def engine_of(daemon: Daemon) -> str:
+    """'docker-29 (Docker 28.5.2+dfsg3, API 1.44-1.51)': which engine a figure was measured on."""
+    client = daemon.client()
+    try:
+        found = client.version(api_version=False)
+    finally:
+        client.close()
+    return f"{engines.chosen(daemon.state)} ({found.get('Version')}, API {found.get('MinAPIVersion')}-{found.get('ApiVersion')})"
 
 
 def stop_daemon(daemon: Daemon) -> None:
@@ -123,8 +134,10 @@ class Result:
     met: bool | None = None
     notes: list[str] = field(default_factory=list)
 
-    def save(self) -> Path:
+    def save(self, engine: str = engines.DEFAULT_ENGINE) -> Path:
+        """bench/results/p5.json; on another engine than the default p5@docker-29.json, beside it."""
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{self.name.split()[0].lower()}.json"
+        key = self.name.split()[0].lower()
+        path = RESULTS / (f"{key}.json" if engine == engines.DEFAULT_ENGINE else f"{key}@{engine}.json")
         path.write_text(json.dumps(self.__dict__, indent=2, default=str))
         return path
