@@ -73,6 +73,10 @@ class AirflowServices:
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     database_url: str | None = None  # SQLAlchemy URL (PostgreSQL for HA); None: SQLite in the home
+    # the demo's choices: the connection made in the metadata database (the UI and the CLIs see it) instead of
+    # AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT, new DAGs paused (only what is run gets unpaused), airflow.cfg written
+    connection_in_database: bool = False
+    paused_at_creation: bool = False
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -84,7 +88,7 @@ class AirflowServices:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(self.paused_at_creation),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__API_AUTH__JWT_SECRET": "remote-docker-test-secret-0123456789abcdef",
@@ -98,7 +102,7 @@ class AirflowServices:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-            "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": self.connection_json,
+            **({} if self.connection_in_database else {"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": self.connection_json}),
             **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url} if self.database_url else
                {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_SETTINGS}.CONNECT_ARGS"}),
             **self.extra_env,
@@ -109,7 +113,7 @@ class AirflowServices:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, components: tuple[str, ...] = tuple(COMPONENTS)) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.database_url:
             # SQLite's default 5 s busy timeout is shorter than the write locks the DAG processor and the
@@ -117,12 +121,31 @@ class AirflowServices:
             # POST /dagRuns failed with "database is locked"); AIRFLOW_HOME/config is on every component's path
             (self.home / "config").mkdir(exist_ok=True)
             (self.home / "config" / f"{SQLITE_SETTINGS}.py").write_text("CONNECT_ARGS = {'timeout': 30}\n")
+        if self.connection_in_database:
+            self.write_config()
         migrated = self.cli("db", "migrate", timeout=300)
         if migrated.returncode:
             raise RuntimeError(f"airflow db migrate failed: {migrated.stderr[-2000:]}")
-        for name in COMPONENTS:
+        if self.connection_in_database:
+            self.cli("connections", "delete", "remote_docker_default")  # a restarted demo may have new certificates
+            added = self.cli("connections", "add", "remote_docker_default", "--conn-json", self.connection_json)
+            if added.returncode:
+                raise RuntimeError(f"airflow connections add failed: {added.stderr[-2000:]}")
+        for name in components:
             self.start_component(name)
         self._wait_api()
+
+    def write_config(self) -> Path:
+        """AIRFLOW_HOME/airflow.cfg holding the settings the services run with, so `airflow ...` with only
+        AIRFLOW_HOME set sees the same DAGs folder, database and options (not a generated default config)."""
+        sections: dict[str, list[str]] = {}
+        for name, value in self.env.items():
+            if name.startswith("AIRFLOW__") and name.count("__") >= 2:
+                section, key = name.removeprefix("AIRFLOW__").split("__", 1)
+                sections.setdefault(section.lower(), []).append(f"{key.lower()} = {value.replace('%', '%%')}")
+        path = self.home / "airflow.cfg"
+        path.write_text("".join(f"[{section}]\n" + "\n".join(lines) + "\n\n" for section, lines in sections.items()))
+        return path
 
     def start_component(self, name: str) -> None:
         args = [a.replace("{port}", str(self.port)) for a in {**COMPONENTS, **EXTRA_COMPONENTS}[name]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ import tls_dockerd  # noqa: E402
 from airflow_services import AirflowServices, free_port  # noqa: E402
 
 PIDS = STATE / "demo-pids.json"
+DEMO_ENV = STATE / "demo.env"
 DAG_ID = "example_remote_docker"
 
 
@@ -84,11 +86,15 @@ def demo(ci: bool) -> int:
     services = AirflowServices(
         airflow=Path(sys.executable).parent / "airflow", home=STATE / "airflow", dags=ROOT / "dags",
         connection_json=daemon.connection_json(), parallelism=2, port=api_port,
+        connection_in_database=True, paused_at_creation=True,
     )
     say(f"starting Airflow 3 (LocalExecutor, SQLite): api-server, scheduler, dag-processor, triggerer in {services.home}")
     services.start()
     PIDS.write_text(json.dumps({name: proc.pid for name, proc in services.procs.items()}))
+    write_handles(services, daemon)
     try:
+        services.wait_parsed(DAG_ID)
+        services.rest("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})  # the others stay paused
         run_id = services.trigger(DAG_ID)
         say(f"triggered {DAG_ID} ({run_id}); task states as they change:")
         final = watch(services, run_id)
@@ -101,14 +107,48 @@ def demo(ci: bool) -> int:
         say(f"XCom of count: {xcom.get('value')!r}")
         if final != "success":
             return 1
+        if ci:
+            check_handles(services, daemon)
     finally:
         if ci:
             stop()
     if not ci:
-        say(f"UI: http://127.0.0.1:{api_port}  (every user is admin in this demo: simple auth manager)")
-        say(f"daemon env for the docker CLI: source {state / 'env'}")
-        say("stop everything: ./scripts/demo stop")
+        say_handles(services)
     return 0
+
+
+def write_handles(services: AirflowServices, daemon: tls_dockerd.RunningDaemon) -> None:
+    """DEMO_ENV: what a shell needs to use the demo with `airflow`, `remote-docker` and `docker`."""
+    lines = [f"export AIRFLOW_HOME={services.home}", f"export PATH={ROOT / '.venv' / 'bin'}:$PATH",
+             *(f"export {name}={value}" for name, value in tls_dockerd.env_for(daemon.state, daemon.port).items())]
+    DEMO_ENV.write_text("\n".join(lines) + "\n")
+
+
+def check_handles(services: AirflowServices, daemon: tls_dockerd.RunningDaemon) -> None:
+    """What say_handles promises, tried as a user would: a shell with only DEMO_ENV finds the connection and the
+    demo's DAGs, and only the DAG that ran is unpaused."""
+    import subprocess
+
+    shell = f". {DEMO_ENV} && remote-docker doctor && airflow dags list -o plain"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=300,
+                          env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")})
+    if done.returncode or f"daemon: https://127.0.0.1:{daemon.port}" not in done.stdout or DAG_ID not in done.stdout:
+        raise SystemExit(f"the demo's handles do not work from a shell:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    if "tutorial" in done.stdout:
+        raise SystemExit("airflow.cfg loads Airflow's example DAGs; the demo's config should not")
+    unpaused = [dag["dag_id"] for dag in services.rest("GET", "/api/v2/dags?paused=false")["dags"]]
+    if unpaused != [DAG_ID]:
+        raise SystemExit(f"only {DAG_ID} should be unpaused, found {unpaused}")
+    say(f"handles checked: a shell with only {DEMO_ENV.name} reaches the daemon and the DAGs; only {DAG_ID} unpaused")
+
+
+def say_handles(services: AirflowServices) -> None:
+    say(f"UI: http://127.0.0.1:{services.port}  (no login: the simple auth manager makes every user admin here)")
+    say(f"DAGs folder: {services.dags}  (drop a DAG file there; the dag-processor picks it up within seconds)")
+    say("connection: remote_docker_default, in Airflow's database (Admin > Connections); new DAGs start paused")
+    say(f"images on the daemon: {', '.join(images.STAND_INS.values())}  (stand-ins built here: no registry is reachable)")
+    say(f"CLIs: source {DEMO_ENV}, then e.g. `remote-docker doctor`, `airflow dags list`, `docker ps -a`")
+    say("stop everything: ./scripts/demo stop")
 
 
 def _port_free(port: int) -> bool:
@@ -137,6 +177,8 @@ def stop() -> int:
             say(f"stopped {name} (pid {pid})")
         PIDS.unlink()
     tls_dockerd.stop(STATE / "dockerd")
+    # its runtime state lives on tmpfs; certificates, images and Airflow's home stay for the next start
+    shutil.rmtree(tls_dockerd.exec_root(STATE / "dockerd"), ignore_errors=True)
     say("stopped dockerd")
     return 0
 

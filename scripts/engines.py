@@ -5,6 +5,7 @@
     python scripts/engines.py fetch NAME          # download and unpack (once; cached)
     python scripts/engines.py start NAME STATE    # prints the env to use it (DOCKER_HOST, ...)
     python scripts/engines.py stop STATE
+    python scripts/engines.py doctor [NAME]       # start each engine in turn, `remote-docker doctor` on it
 
 Engines (``ENGINES``): the machine's own Docker 20.10 (Debian 12), Docker 26.1 (Debian 13) and 28.5
 (sid), a Docker 29 stand-in (28.5 refusing API versions below 1.44, as Docker 29 does by default),
@@ -237,9 +238,28 @@ def remove(state: Path) -> None:
     tls_dockerd.remove(state)
 
 
+def doctor(names: list[str]) -> int:
+    """Start each engine in turn and run `remote-docker doctor` against it as a user would (no api_version set)."""
+    import tempfile
+
+    failed = 0
+    for name in names:
+        state = Path(tempfile.mkdtemp(prefix=f"rd-doctor-{name}-"))
+        try:
+            environment = start(name, state)
+            daemon = tls_dockerd.RunningDaemon(state, int(environment["DOCKER_HOST"].rsplit(":", 1)[1]))
+            done = subprocess.run([str(Path(sys.executable).parent / "remote-docker"), "doctor"], capture_output=True,
+                                  text=True, env={**os.environ, "AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json()})
+            print(f"== {name}\n{done.stdout}{done.stderr}", end="", flush=True)
+            failed += done.returncode != 0
+        finally:
+            remove(state)
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("list", "fetch", "start", "stop", "remove"))
+    parser.add_argument("action", choices=("list", "fetch", "start", "stop", "remove", "doctor"))
     parser.add_argument("name_or_state", nargs="?")
     parser.add_argument("state", nargs="?", type=Path)
     parser.add_argument("--port", type=int)
@@ -255,6 +275,8 @@ def main() -> int:
                 raise SystemExit(f"unknown engine {name!r}; one of {', '.join(ENGINES)}")
             print(f"{name}: {fetch(name)}")
         return 0
+    if args.action == "doctor":
+        return doctor([args.name_or_state] if args.name_or_state else list(ENGINES))
     if args.action == "start":
         if args.name_or_state not in ENGINES or args.state is None:
             raise SystemExit(f"usage: engines.py start NAME STATE; NAME is one of {', '.join(ENGINES)}")

@@ -144,6 +144,11 @@ ENGINE_SENSITIVE = {
     "test_trust", "test_daemon_tls", "test_registry", "test_examples", "test_deferral", "test_fast_path",
     "test_service_faults.py::test_triggerer_sigkill_with_20_deferred_tasks",
 }
+# CI's quick form of them on each other engine (`scripts/test-engines --quick`, about 4 minutes on Docker, 6 on
+# Podman): a task's whole life, the decorator, logs under faults, endings, trust, TLS and negotiation, build and
+# prune; the pool, registry and example modules repeat those paths and run in the full form
+ENGINE_QUICK = {"test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_endings", "test_trust",
+                "test_daemon_tls"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -153,6 +158,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
         if module.removesuffix(".py") in ENGINE_SENSITIVE or f"{module}::{item.name}" in ENGINE_SENSITIVE:
             item.add_marker(pytest.mark.engines)
+        if module.removesuffix(".py") in ENGINE_QUICK:
+            item.add_marker(pytest.mark.engines_quick)
         used = set(getattr(item, "fixturenames", ()))
         if used & {"daemon", "docker_client", "registry", "airflow_env", "services", "pool"}:
             item.add_marker(pytest.mark.daemon)
