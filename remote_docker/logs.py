@@ -168,6 +168,7 @@ class LogFollower:
         self.last_stdout_unknown = False  # resumed mid-log and no stdout line since
         self.last_line_at: float | None = None  # monotonic time of the last line logged
         self._in_long_line: set[int] = set()  # streams in the middle of an over-long line
+        self._piece_carry: dict[int, str] = {}  # an over-long line's end held back: a secret may go on in the next piece
         self._decoder = FrameDecoder(tty=tty)
         for stream, text in (partial or {}).items():  # a line another follower had begun
             self.splitter.hold(int(stream), text.encode("latin-1"))
@@ -271,11 +272,14 @@ class LogFollower:
         self.counts, self.received = {"stdout": 0, "stderr": 0}, {"stdout": 0, "stderr": 0}
         self.tail.clear()
         self._in_long_line.clear()
+        self._piece_carry.clear()
         self.last_stdout, self.last_stdout_whole, self.last_stdout_private, self.last_stdout_unknown = None, True, False, False
 
     def flush(self) -> None:
-        """The container ended: its unterminated last lines are lines too."""
-        self._write(self._runs_of([[self._take(line) for line in self.splitter.flush()]]))
+        """The container ended: its unterminated last lines are lines too (an over-long one's held-back end too)."""
+        lines = [self._take(line) for line in self.splitter.flush()]
+        lines += [self._take(Line(stream, "")) for stream in list(self._piece_carry)]
+        self._write(self._runs_of([lines]))
 
     @classmethod
     def _runs_of(cls, groups: Iterable[list[tuple[int, str]]]) -> list[tuple[int, list[str]]]:
@@ -306,7 +310,22 @@ class LogFollower:
         elif not line.continues:
             self._in_long_line.discard(line.stream)
             self.counts[name] += 1
-        return self._account(line.stream, name, line.text, whole=not piece)
+        text = self._piece_carry.pop(line.stream, "") + line.text
+        if line.continues and self.secrets:
+            text, self._piece_carry[line.stream] = self._split_clear_of_secrets(text)
+        return self._account(line.stream, name, text, whole=not piece)
+
+    def _split_clear_of_secrets(self, text: str) -> tuple[str, str]:
+        """``text`` (a piece of an over-long line) cut where no private value can straddle the cut: what may be the
+        start of one that goes on in the next piece, and any occurrence across the cut, stay for the next piece."""
+        cut, moved = max(0, len(text) - (max(map(len, self.secrets)) - 1)), True
+        while moved:
+            moved = False
+            for secret in self.secrets:
+                start = text.find(secret, max(0, cut - len(secret) + 1))
+                if start != -1 and start < cut:  # this occurrence straddles the cut: cut before it
+                    cut, moved = start, True
+        return text[:cut], text[cut:]
 
     def _take_whole_lines(self, stream: int, messages: list[bytes]) -> list[str]:
         """``_take_whole`` for a run of whole lines of one stream (``scan_whole_lines``), decoded, redacted and

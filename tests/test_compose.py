@@ -24,7 +24,7 @@ def compose() -> dict:
     binary = shutil.which("docker-compose")
     if not binary:
         pytest.fail("docker-compose is not installed; run `apt-get install -y docker-compose`")
-    env = {**os.environ, "AIRFLOW_JWT_SECRET": "test-secret"}
+    env = {**os.environ, "AIRFLOW_JWT_SECRET": "test-secret", "AIRFLOW_FERNET_KEY": "test-key"}
     done = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yaml"), "config"], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -119,3 +119,21 @@ def test_connection_files_are_what_the_certs_service_writes(compose: dict, tmp_p
             assert (tmp_path / source.relative_to(certs_host)).exists() and target.startswith("/certs/")
     assert "docker" in certs.san_strings(certs._read_cert(tmp_path / "server" / "cert.pem"))
     assert certs_target == "/certs"
+
+
+@pytest.mark.parametrize("empty", ["AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"])
+def test_compose_refuses_to_start_without_either_secret(empty: str) -> None:
+    """.env.example leaves both empty: a stack copied from it without filling them in does not start."""
+    env = {**os.environ, "AIRFLOW_JWT_SECRET": "test-secret", "AIRFLOW_FERNET_KEY": "test-key", empty: ""}
+    done = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yaml"), "config"], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode != 0 and f"set {empty} in .env" in done.stderr, done.stderr
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["AIRFLOW_JWT_SECRET"] == "" and example["AIRFLOW_FERNET_KEY"] == ""
+
+
+def test_task_logs_are_shared_by_every_airflow_service(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        if name.startswith("airflow-"):
+            assert (ROOT / "logs", "/opt/airflow/logs") in [(Path(s).resolve(), t) for s, t in binds(service)], name

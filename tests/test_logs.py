@@ -287,3 +287,36 @@ def test_received_bytes_travel_with_the_hand_over() -> None:
     assert second.received == {"stdout": 10, "stderr": 4}, "what the first took is not counted twice"
     older = {k: v for k, v in handed.items() if k != "received"}
     assert LogFollower.taking_over(Records(), older).complete({"stdout": 99}), "unknown counts: can't tell, so trusted"
+
+
+def test_a_private_value_across_the_pieces_of_an_over_long_line_is_redacted_wherever_it_is_cut(monkeypatch) -> None:
+    from remote_docker import logs
+
+    monkeypatch.setattr(logs, "MAX_LINE_BYTES", 64)  # pieces of 64 bytes instead of 4 MiB: same code path
+    secret = "hunter2-very-private"
+    for shift in range(len(secret) + 2):
+        line = "x" * (64 - shift) + secret + "y" * 100 + secret + "z" * 7  # across the first cut, then inside a piece
+        out = Records()
+        follower = LogFollower(out)
+        follower.keep_secret(secret)
+        # as dockerd sends a long line: entries of at most 16 bytes here, only the last one ends in a newline
+        chunks = [line[i:i + 16] for i in range(0, len(line), 16)]
+        follower.feed(b"".join(frame(STDOUT, b"2026-01-02T03:04:05.%09dZ %s" % (i, chunk.encode()))
+                               for i, chunk in enumerate(chunks[:-1]))
+                      + frame(STDOUT, b"2026-01-02T03:04:05.%09dZ %s\n" % (len(chunks), chunks[-1].encode())))
+        pieces = [event for level, event in out.records if level == "info"]
+        assert "".join(pieces) == line.replace(secret, "***"), shift
+        assert not any(part in piece for piece in pieces for part in (secret[:8], secret[-8:])), (shift, pieces)
+        assert follower.summary().lines["stdout"] == 1
+
+
+def test_a_held_back_end_of_an_over_long_line_is_logged_when_the_container_ends(monkeypatch) -> None:
+    from remote_docker import logs
+
+    monkeypatch.setattr(logs, "MAX_LINE_BYTES", 64)
+    out = Records()
+    follower = LogFollower(out)
+    follower.keep_secret("hunter2-very-private")
+    follower.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000001Z " + b"a" * 128))  # two whole pieces, no end
+    follower.flush()
+    assert "".join(event for level, event in out.records if level == "info") == "a" * 128
