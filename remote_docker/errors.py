@@ -40,6 +40,12 @@ def _peer_names(config: DaemonConfig) -> str:
     return config.tls.hostname if config.tls and config.tls.hostname else config.host
 
 
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything it wraps) is a call that got no answer in time."""
+    return any(isinstance(cause, (TimeoutError, asyncio.TimeoutError)) or "timed out" in str(cause).lower()
+               for cause in _causes(exc))
+
+
 def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting") -> str:
     """One line naming the daemon, what went wrong and the likely fix."""
     url = config.url
@@ -93,7 +99,7 @@ def explain(exc: BaseException, config: DaemonConfig, doing: str = "connecting")
             return f"{doing} {url}: no such socket; is dockerd running and the path right?"
         if isinstance(cause, socket.gaierror):
             return f"{doing} {url}: cannot resolve host {config.host!r}; check the host name"
-        if isinstance(cause, (TimeoutError, asyncio.TimeoutError)) or "timed out" in str(cause).lower():
+        if timed_out(cause):
             return f"{doing} {url}: no answer within {config.timeout:g}s; is the daemon up and reachable?"
         if isinstance(cause, ConnectionResetError) or "connection reset" in str(cause).lower() \
                 or "server disconnected" in str(cause).lower():

@@ -47,7 +47,7 @@ class WatchEnd:
     kill_signal: str | None = None
     ended_while_unreachable: list[float] | None = None
     killed: bool = False
-    daemon: str | None = None  # the daemon's URL
+    daemon: str | None = None  # the pool member it ran on or was pinned to: its URL or name (DaemonPool.member takes either)
     version: int = EVENT_VERSION
 
     @property

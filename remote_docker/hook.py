@@ -2,8 +2,8 @@
 
 One ``DaemonConfig`` is resolved from the Airflow connection (or Docker's environment, or
 operator overrides); ``engine()`` gives the engine layer over the event loop's shared
-client for it. The hook also owns what an image needs before a container can start:
-registry credentials from a ``docker`` connection, and the pull with its progress summary.
+client for it, ``get_conn()`` a docker-py client, ``diagnose()`` what ``remote-docker doctor``
+prints. Registry credentials and pulls are ``registry``'s.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 1. ``execute`` (worker): resolve the daemon or pool; reattach to a running container of an earlier
    try (``reattach``), or place and start one (``placement``, ``launch``; a full pool waits in
    ``capacity``); follow it ``defer_after`` seconds, then defer to ``ContainerTrigger``.
-2. ``ContainerTrigger.run`` (triggerer): stream the log, wait for the end, report it.
+   A container that ends within that time finishes here (step 3) with no deferral; with
+   ``start_from_trigger`` the triggerer starts it instead (``trigger_start``).
+2. ``ContainerTrigger.run`` (triggerer): stream the log, wait for the end; a container that exited 0
+   whose result needs no decoding ends its task there (``ending``), else the trigger reports the end.
 3. ``execute_complete`` (worker): judge the end by a fresh inspect, collect the result
    (decoded here only), remove the container per ``auto_remove`` (``outcome``).
 

@@ -210,7 +210,7 @@ async def _reach(member: Member) -> tuple[float, list[dict[str, Any]]] | str:
     try:
         return await _listed(member)
     except EngineError as err:
-        reason = f"no answer within {PROBE_SECONDS:g}s" if "no answer within" in str(err) else str(err)
+        reason = f"no answer within {PROBE_SECONDS:g}s" if err.timed_out else str(err)
         note_down(member, reason)
         return reason
 

@@ -30,7 +30,7 @@ from remote_docker.engine.clients import (
     stream_tls_buffer_bytes,
 )
 from remote_docker.engine.gate import start_slot
-from remote_docker.errors import DaemonError, explain
+from remote_docker.errors import DaemonError, explain, timed_out
 
 ErrorKind = Literal["unreachable", "gone", "conflict", "api"]
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -40,11 +40,13 @@ _T = TypeVar("_T")
 class EngineError(DaemonError):
     """A failed Engine API call; ``str()`` is one line naming the daemon, what was done and why."""
 
-    def __init__(self, kind: ErrorKind, message: str, status: int | None = None, detail: str = "") -> None:
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None, detail: str = "", *,
+                 timed_out: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.detail = detail  # the daemon's own message, for callers that add a hint
+        self.timed_out = timed_out  # unreachable because no answer came in time (not refused, not reset)
 
     @property
     def unreachable(self) -> bool:
@@ -92,7 +94,7 @@ class Engine:
         if kind is None or isinstance(err, EngineError):
             return err
         if kind == "unreachable":
-            return EngineError(kind, explain(err, self.config, doing))
+            return EngineError(kind, explain(err, self.config, doing), timed_out=timed_out(err))
         detail = (getattr(err, "message", None) or str(err)).strip()
         if "client version" in detail.lower() and getattr(err, "status", None) == 400:
             versions.forget(self.config)  # upgraded or downgraded in place: the next client asks again
@@ -345,16 +347,6 @@ class Engine:
     async def images(self, *, dangling: bool | None = None) -> list[dict[str, Any]]:
         filters = {"dangling": ["true" if dangling else "false"]} if dangling is not None else {}
         return await self._call("listing images on", self.docker.images.list(filters=json.dumps(filters) if filters else None))
-
-    async def remove_image(self, image_id: str) -> bool:
-        """Remove an image; False when a container still uses it or it is gone already."""
-        try:
-            await self._call("removing an image on", self.docker.images.delete(image_id))
-            return True
-        except EngineError as err:
-            if err.kind in ("gone", "conflict"):
-                return False
-            raise
 
     async def info(self) -> dict[str, Any]:
         return await self._call("asking", self.docker.system.info())
