@@ -140,14 +140,14 @@ def docker_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
 # What differs between engines shows in these (README, "Engines"): `scripts/test-engines` runs them on the
 # Docker 29 stand-in and on Podman (the whole suite runs on the default engine); a module, or one test of one
 ENGINE_SENSITIVE = {
-    "test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_endings", "test_pool",
+    "test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_outages", "test_pool",
     "test_trust", "test_daemon_tls", "test_registry", "test_examples", "test_deferral", "test_fast_path",
     "test_service_faults.py::test_triggerer_sigkill_with_20_deferred_tasks",
 }
 # CI's quick form of them on each other engine (`scripts/test-engines --quick`, about 4 minutes on Docker, 6 on
 # Podman): a task's whole life, the decorator, logs under faults, endings, trust, TLS and negotiation, build and
 # prune; the pool, registry and example modules repeat those paths and run in the full form
-ENGINE_QUICK = {"test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_endings", "test_trust",
+ENGINE_QUICK = {"test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_outages", "test_trust",
                 "test_daemon_tls"}
 
 
