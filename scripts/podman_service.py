@@ -75,9 +75,11 @@ def _files(root: Path, state: Path) -> dict[str, str]:
 def _hard_limits() -> list[str]:
     import resource
 
-    limits = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
-    return [f"{name}={hard}:{hard}" for name, which in limits.items()
-            if (hard := resource.getrlimit(which)[1]) != resource.RLIM_INFINITY]
+    limits = {"nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1], "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[1]}
+    # Podman 4.3's service lowers its own nproc to pid_max, and a container may not have more than it has
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    limits["nproc"] = pid_max if limits["nproc"] == resource.RLIM_INFINITY else min(limits["nproc"], pid_max)
+    return [f"{name}={hard}:{hard}" for name, hard in limits.items() if hard != resource.RLIM_INFINITY]
 
 
 def _native_tls(podman: Path) -> bool:
