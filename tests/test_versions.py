@@ -76,3 +76,14 @@ def test_an_explicit_version_older_than_ours_is_negotiated_instead(caplog: pytes
     with caplog.at_level("WARNING"):
         assert versions.explicit_for(old) is None
     assert "api_version 1.19 is older than 1.41, the oldest remote-docker speaks" in caplog.text
+
+
+def test_podman_4_is_refused_in_one_line_before_any_task_hangs_on_it() -> None:
+    facts = DaemonFacts.from_document({"Version": "4.3.1", "ApiVersion": "1.41", "MinAPIVersion": "1.24",
+                                       "Components": [{"Name": "Podman Engine"}]})
+    with pytest.raises(DaemonConfigError, match=r"^https://d:2376 is Podman 4\.3\.1, Engine API 1\.24-1\.41: Podman 4\.3\.1 "
+                                                r"is not supported \(a task hangs after its container exits\); use Podman 5"):
+        versions.choose(facts, None, "https://d:2376")
+    newer = DaemonFacts.from_document({"Version": "5.8.6", "ApiVersion": "1.44", "MinAPIVersion": "1.24",
+                                       "Components": [{"Name": "Podman Engine"}]})
+    assert newer.unsupported is None and versions.choose(newer, None, "https://d:2376") == "1.44"

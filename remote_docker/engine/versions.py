@@ -87,13 +87,23 @@ class DaemonFacts:
         log written fast (containers/podman#21914, #26206): its whole log is read again after the exit."""
         return self.engine == "docker"
 
+    @property
+    def unsupported(self) -> str | None:
+        """Why this engine can't run tasks, or None. Podman 4's log follow stream does not end when its container
+        exits, so a watched task never ends (docs/engines.md, measured on 4.3.1)."""
+        if self.engine == "podman" and self.version.split(".")[0].isdigit() and int(self.version.split(".")[0]) < 5:
+            return f"Podman {self.version} is not supported (a task hangs after its container exits); use Podman 5 or newer"
+        return None
+
     def describe(self) -> str:
         return f"{'Podman' if self.engine == 'podman' else 'Docker'} {self.version}, Engine API {self.api_oldest}-{self.api_newest}"
 
 
 def choose(facts: DaemonFacts, explicit: str | None, url: str) -> str:
     """The version to speak: ``explicit`` as given, else the newest both sides know. Raises
-    ``DaemonConfigError`` naming both ranges when they don't meet."""
+    ``DaemonConfigError`` naming both ranges when they don't meet, or the engine when it is not supported."""
+    if facts.unsupported:
+        raise DaemonConfigError(f"{url} is {facts.describe()}: {facts.unsupported}")
     if explicit is not None:
         return explicit
     chosen = min(NEWEST, facts.api_newest, key=key)
