@@ -3,8 +3,9 @@
     bench/run            quick versions of P1-P5 (under 10 minutes on 2 cores)
     bench/run --full     the sizes the targets are stated for
     bench/run --only p3  one of them (results of the others are kept from earlier runs)
-    bench/run --engine docker-29 --only p5 --only short
-                         on another engine (scripts/engines.py list); kept beside the default's figures
+    bench/run --only p5 --only short --engine docker-20.10 --engine docker-29
+                         on these engines one after the other (scripts/engines.py list); figures of an
+                         engine other than the default are kept beside the default's (p5@docker-29.json)
 """
 
 from __future__ import annotations
@@ -32,17 +33,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--only", action="append", choices=NAMES)
-    parser.add_argument("--engine", choices=list(engines.ENGINES), default=engines.DEFAULT_ENGINE)
+    parser.add_argument("--engine", action="append", choices=list(engines.ENGINES),
+                        help="measure on this engine (repeat for several, one after the other in this run)")
     args = parser.parse_args()
-    os.environ[engines.ENGINE_ENV] = args.engine
     mode = "full" if args.full else "quick"
     sizes = SIZES[mode]
     wanted = args.only or list(NAMES)
+    chosen = args.engine or [engines.DEFAULT_ENGINE]
     command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or []) \
-        + (f" --engine {args.engine}" if args.engine != engines.DEFAULT_ENGINE else "")
+        + "".join(f" --engine {e}" for e in args.engine or [])
+    began = time.monotonic()
+    for name in chosen:
+        os.environ[engines.ENGINE_ENV] = name
+        measure(name, wanted, sizes, command)
+    print(f"[bench] done in {time.monotonic() - began:.0f}s", flush=True)
+    write_report()
+    return 0
+
+
+def measure(engine_name: str, wanted: list[str], sizes: dict, command: str) -> None:
     daemon = start_daemon()
     engine = engine_of(daemon)
-    began = time.monotonic()
+    print(f"[bench] on {engine}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="rd-bench-") as folder:
             work = Path(folder)
@@ -52,12 +64,9 @@ def main() -> int:
                 result.figures["seconds_taken"] = round(time.monotonic() - started, 1)
                 result.figures["command"] = command
                 result.figures["machine"] = {**machine(), "engine": engine}
-                result.save(args.engine)
+                result.save(engine_name)
     finally:
         stop_daemon(daemon)
-    print(f"[bench] done in {time.monotonic() - began:.0f}s", flush=True)
-    write_report()
-    return 0
 
 
 def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
