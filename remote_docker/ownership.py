@@ -17,16 +17,21 @@ The secret is ``[remote_docker] deployment_secret`` (``AIRFLOW__REMOTE_DOCKER__D
 the same on every worker and triggerer of a deployment, different between deployments. Without it, the
 Airflow Variable ``remote_docker_deployment_secret`` is used, made by the first task that needs it (32
 random bytes): each deployment has its own metadata database, so its own secret. Airflow masks both by name.
+A worker keeps the Variable's value for ``WORKER_CACHE_SECONDS`` in a file only its user can read
+(``AIRFLOW_HOME/remote-docker/``, named after the deployment's Execution API URL): one Execution API call per
+task less, which parallel short tasks on a small worker feel (BENCHMARKS.md, short tasks).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from remote_docker.spec import LABEL_PREFIX
@@ -37,6 +42,7 @@ SECRET_OPTION = ("remote_docker", "deployment_secret")
 SECRET_VARIABLE = "remote_docker_deployment_secret"
 _SETTLE_SECONDS = 1.0  # tasks that made the Variable at the same moment read back the one that stayed
 _UNSIGNED = (DEPLOYMENT_LABEL, PROOF_LABEL)
+WORKER_CACHE_SECONDS = 600.0
 
 
 class NoSecretYet(LookupError):
@@ -96,7 +102,7 @@ def for_worker() -> Deployment:
     """This deployment, on a worker: the configured secret, else the Variable (made here if nobody has yet)."""
     global _cached
     if _cached is None:
-        secret = _configured()
+        secret = _configured() or _from_worker_cache(_worker_cache_file())
         if secret is None:
             from airflow.sdk import Variable
 
@@ -107,8 +113,46 @@ def for_worker() -> Deployment:
                 time.sleep(_SETTLE_SECONDS)  # another task that set it meanwhile: both go on with the one that stayed
                 value = Variable.get(SECRET_VARIABLE)
             secret = str(value).encode()
+            _to_worker_cache(_worker_cache_file(), secret)
         _cached = Deployment(secret)
     return _cached
+
+
+def _worker_cache_file() -> Path | None:
+    """Where this worker keeps the Variable's value: one file per deployment (its Execution API URL)."""
+    try:
+        from airflow.configuration import AIRFLOW_HOME, conf
+
+        deployment = conf.get("core", "execution_api_server_url", fallback="") or ""
+    except Exception:  # no Airflow configuration to go by: no cache
+        return None
+    return Path(AIRFLOW_HOME) / "remote-docker" / f"deployment-secret-{hashlib.sha256(deployment.encode()).hexdigest()[:16]}"
+
+
+def _from_worker_cache(path: Path | None, now: float | None = None) -> bytes | None:
+    """The cached secret, if the file is ours alone and younger than ``WORKER_CACHE_SECONDS``."""
+    try:
+        found = path.stat() if path else None
+    except OSError:
+        return None
+    if found is None or found.st_mode & 0o077 or (now or time.time()) - found.st_mtime > WORKER_CACHE_SECONDS:
+        return None
+    value = path.read_bytes().strip()
+    return value or None
+
+
+def _to_worker_cache(path: Path | None, secret: bytes) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(secret)
+        os.replace(partial, path)  # whole or not at all, for the tasks reading it meanwhile
+    except OSError:  # a read-only home: every task asks the Variable, as without the cache
+        pass
 
 
 async def for_trigger() -> Deployment:

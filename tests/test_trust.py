@@ -153,3 +153,16 @@ def test_a_later_try_of_our_own_is_never_adopted_and_the_recorded_container_wins
     finally:
         for cid in (later, first, second):
             docker_client.api.remove_container(cid, force=True)
+
+
+def test_a_worker_keeps_the_secret_only_in_a_file_of_its_own_and_not_for_long(tmp_path) -> None:
+    from remote_docker.ownership import WORKER_CACHE_SECONDS, _from_worker_cache, _to_worker_cache
+
+    path = tmp_path / "home" / "remote-docker" / "deployment-secret-x"
+    _to_worker_cache(path, b"s3cret")
+    assert _from_worker_cache(path) == b"s3cret"
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert _from_worker_cache(path, now=path.stat().st_mtime + WORKER_CACHE_SECONDS + 1) is None  # stale: asked again
+    path.chmod(0o644)
+    assert _from_worker_cache(path) is None  # others could read or have written it: not trusted
+    assert _from_worker_cache(tmp_path / "missing") is None and _from_worker_cache(None) is None
