@@ -231,13 +231,25 @@ async def ensure_image(engine: Engine, image: str, policy: str, source: Source |
             if refused and source and attempt == 1:
                 log.warning("%s refused the credentials from %s; fetching fresh ones", registry, source.describe())
                 continue
-            if source and refused:
-                hint = f"the registry refused the credentials from {source.describe()}, fetched twice; {source.fix()}"
-            elif source:
-                hint = f"credentials from {source.describe()}"
-            else:
-                hint = "check the image name, or set docker_conn_id / credential_helper for a private registry"
-            raise ImageError(f"pulling {image} from {registry} failed: {err.detail[:300]}; {hint}") from None
+            raise ImageError(f"pulling {image} from {registry} failed: {err.detail[:300]}; "
+                             f"{pull_hint(err.detail, registry, source, refused)}") from None
+
+
+# what a daemon says when it can't reach a registry at all (its own network, DNS or proxy)
+_NO_ROUTE = ("proxyconnect", "dial tcp", "no such host", "i/o timeout", "connection refused", "network is unreachable",
+             "tls handshake timeout", "context deadline exceeded", "request canceled while waiting for connection")
+
+
+def pull_hint(detail: str, registry: str, source: Source | None, refused: bool) -> str:
+    """What to do about a failed pull, by what the daemon said."""
+    if any(words in detail.lower() for words in _NO_ROUTE):
+        return (f"the daemon can't reach {registry} (its own network, DNS or proxy settings), so the image must already "
+                "be on it: load it there (docker load / a local registry), or let the daemon reach the registry")
+    if source and refused:
+        return f"the registry refused the credentials from {source.describe()}, fetched twice; {source.fix()}"
+    if source:
+        return f"credentials from {source.describe()}"
+    return "check the image name, or set docker_conn_id / credential_helper for a private registry"
 
 
 # a layer is in place: Docker extracts after "Download complete" and then says "Pull complete"; Podman's

@@ -150,3 +150,18 @@ def test_each_credential_failure_is_one_line_naming_the_registry_and_the_source(
 def test_no_credential_reaches_a_log(run: DagRunResult, registry: Registry) -> None:
     for secret in (registry.password, ROTATED, registry.ecr_password):
         assert secret not in run.stdout
+
+
+def test_a_pull_the_daemon_could_not_send_says_so_and_not_credentials() -> None:
+    from remote_docker.registry import Source, pull_hint
+
+    unreachable = ('Get "https://registry-1.docker.io/v2/": proxyconnect tcp: dial tcp 127.0.0.1:9: connect: '
+                   "connection refused")
+    assert pull_hint(unreachable, "docker.io", None, False).startswith(
+        "the daemon can't reach docker.io (its own network, DNS or proxy settings), so the image must already be on it")
+    missing = "manifest for busybox:nope not found: manifest unknown"
+    assert pull_hint(missing, "docker.io", None, False) == \
+        "check the image name, or set docker_conn_id / credential_helper for a private registry"
+    source = Source(docker_conn_id="reg")
+    assert pull_hint("unauthorized: authentication required", "r:5000", source, True).startswith(
+        "the registry refused the credentials from docker_conn_id 'reg', fetched twice")
