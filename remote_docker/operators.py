@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import capacity, checkpoints, compat, ending, ownership, reattach, trigger_start
+from remote_docker import capacity, checkpoints, compat, ending, history, ownership, reattach, trigger_start
 from remote_docker.compat import AirflowException, AirflowFailException, AirflowTaskTimeout
 from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
 from remote_docker.engine import Engine
@@ -366,7 +366,10 @@ class RemoteDockerOperator(BaseOperator):
             watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
                                    give_up_after=self.daemon_lost_timeout, stop_timeout=self.stop_timeout)
             if self.deferrable:
+                began = time.monotonic()
                 end = await watch.within(self.follow_for(context["ti"]), deadline)
+                ti = context["ti"]
+                history.remember(ti.dag_id, ti.task_id, history.DEFERRED if end is None else time.monotonic() - began)
                 if end is None:  # still running: the trigger goes on from here
                     self._handed_over = follower.handover()
                     return _STILL_RUNNING
@@ -384,10 +387,13 @@ class RemoteDockerOperator(BaseOperator):
         Deferring frees the slot but costs: the triggerer's pickup and event (~1-2 s), and for a task that resumes
         on a worker a second worker start and the stale-event guard (``min_deferred_seconds``). So a task whose
         last successful run was long defers at once, and one that was short is followed here, as the official
-        operator follows it, deferring only if it runs twice as long as then."""
+        operator follows it, deferring only if it runs twice as long as then. A short run this worker followed to
+        its end is on record here (``history``); otherwise Airflow is asked (Airflow >= 3.3)."""
         if self.defer_after is not None:
             return self.defer_after
-        previous = _previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
+        previous = history.last(ti.dag_id, ti.task_id)  # a short run ended on this worker: no need to ask Airflow
+        if previous is None or previous == history.DEFERRED:
+            previous = _previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
         if previous is None:
             return DEFAULT_DEFER_AFTER
         ends_in_triggerer = compat.END_IN_TRIGGERER and self.ending_here() is not None

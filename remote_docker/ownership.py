@@ -24,6 +24,7 @@ task less, which parallel short tasks on a small worker feel (BENCHMARKS.md, sho
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -40,6 +41,7 @@ DEPLOYMENT_LABEL = f"{LABEL_PREFIX}deployment"
 PROOF_LABEL = f"{LABEL_PREFIX}proof"
 SECRET_OPTION = ("remote_docker", "deployment_secret")
 SECRET_VARIABLE = "remote_docker_deployment_secret"
+_DESCRIPTION = "remote-docker: proves which containers this Airflow made (docs/security.md)"
 _SETTLE_SECONDS = 1.0  # tasks that made the Variable at the same moment read back the one that stayed
 _UNSIGNED = (DEPLOYMENT_LABEL, PROOF_LABEL)
 WORKER_CACHE_SECONDS = 600.0
@@ -108,8 +110,7 @@ def for_worker() -> Deployment:
 
             value = Variable.get(SECRET_VARIABLE, default=None)
             if not value:
-                Variable.set(SECRET_VARIABLE, secrets.token_hex(32),
-                             description="remote-docker: proves which containers this Airflow made (docs/security.md)")
+                Variable.set(SECRET_VARIABLE, secrets.token_hex(32), description=_DESCRIPTION)
                 time.sleep(_SETTLE_SECONDS)  # another task that set it meanwhile: both go on with the one that stayed
                 value = Variable.get(SECRET_VARIABLE)
             secret = str(value).encode()
@@ -157,17 +158,30 @@ def _to_worker_cache(path: Path | None, secret: bytes) -> None:
 
 async def for_trigger() -> Deployment:
     """This deployment, in a triggerer (Airflow >= 3.3): the configured secret, else the Variable, asked through
-    the triggerer's supervisor. A trigger never makes the Variable (``NoSecretYet``: the task starts on a worker,
-    which makes it)."""
+    the triggerer's supervisor, and made there when no task has made it yet (as a worker makes it: a fresh
+    deployment's first tasks started in the triggerer need no worker either). ``NoSecretYet`` when it can't be
+    had: the task starts on a worker, which makes it."""
     global _cached
     if _cached is None:
         secret = _configured()
         if secret is None:
-            from airflow.sdk.execution_time.comms import GetVariable
+            from airflow.sdk.execution_time.comms import GetVariable, PutVariable
             from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
 
-            answer = await SUPERVISOR_COMMS.asend(GetVariable(key=SECRET_VARIABLE))
-            value = getattr(answer, "value", None)
+            async def read() -> str | None:
+                answer = await SUPERVISOR_COMMS.asend(GetVariable(key=SECRET_VARIABLE))
+                return getattr(answer, "value", None)
+
+            value = await read()
+            if not value:
+                try:
+                    await SUPERVISOR_COMMS.asend(PutVariable(key=SECRET_VARIABLE, value=secrets.token_hex(32),
+                                                             description=_DESCRIPTION))
+                except Exception as err:  # the triggerer may not write Variables: a worker will
+                    raise NoSecretYet(f"the Airflow Variable {SECRET_VARIABLE} does not exist yet and the triggerer "
+                                      f"could not make it ({type(err).__name__}); a worker makes it") from None
+                await asyncio.sleep(_SETTLE_SECONDS)  # another maker meanwhile: all go on with the one that stayed
+                value = await read()
             if not value:
                 raise NoSecretYet(f"the Airflow Variable {SECRET_VARIABLE} does not exist yet (a worker makes it)")
             secret = str(value).encode()

@@ -164,6 +164,7 @@ class History:
 
     def __init__(self, duration: float | None) -> None:
         self.duration = duration
+        self.dag_id, self.task_id = "rd_history_test", f"never-run-{id(self)}"  # no record on this machine
 
     def get_previous_ti(self, state: str, map_index: int):
         assert state == "success"
@@ -187,3 +188,27 @@ def test_how_long_the_worker_follows_before_deferring(kwargs: dict, previous: fl
     if not compat.END_IN_TRIGGERER and not kwargs and previous == 25.0:
         expected = 50.0  # nothing ends in the triggerer there: resuming on a worker is the rule
     assert operator.follow_for(History(previous)) == expected
+
+
+def test_a_short_run_this_worker_saw_decides_without_asking_airflow(monkeypatch, tmp_path) -> None:
+    from remote_docker import history
+
+    monkeypatch.setattr(history, "_path", lambda dag_id, task_id: tmp_path / f"{dag_id}.{task_id}")
+
+    class NotToBeAsked(History):
+        def get_previous_ti(self, state: str, map_index: int):
+            raise AssertionError("asked Airflow although this worker saw the last run")
+
+    ti = NotToBeAsked(None)
+    history.remember(ti.dag_id, ti.task_id, 1.5)
+    assert history.last(ti.dag_id, ti.task_id) == 1.5
+    assert make(min_deferred_seconds=10).follow_for(ti) == 3.0  # followed twice as long as it ran
+    history.remember(ti.dag_id, ti.task_id, history.DEFERRED)  # it deferred last time: its length is Airflow's to say
+    asked = History(25.0)
+    asked.dag_id, asked.task_id = ti.dag_id, ti.task_id
+    from remote_docker import compat
+
+    assert make(min_deferred_seconds=10).follow_for(asked) == (0.0 if compat.PREVIOUS_TASK_INSTANCE and compat.END_IN_TRIGGERER
+                                                                 else 50.0 if compat.PREVIOUS_TASK_INSTANCE else 2.0)
+    (tmp_path / f"{ti.dag_id}.{ti.task_id}").write_text("garbage")
+    assert history.last(ti.dag_id, ti.task_id) is None
