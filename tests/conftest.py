@@ -144,11 +144,10 @@ ENGINE_SENSITIVE = {
     "test_trust", "test_daemon_tls", "test_registry", "test_examples", "test_deferral", "test_fast_path",
     "test_service_faults.py::test_triggerer_sigkill_with_20_deferred_tasks",
 }
-# CI's quick form of them on each other engine (`scripts/test-engines --quick`, about 4 minutes on Docker, 6 on
-# Podman): a task's whole life, the decorator, logs under faults, endings, trust, TLS and negotiation, build and
-# prune; the pool, registry and example modules repeat those paths and run in the full form
-ENGINE_QUICK = {"test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_outages", "test_trust",
-                "test_daemon_tls"}
+# CI's quick form of them on each other engine (`scripts/test-engines --quick`): a task's whole life, the
+# decorator, logs under faults (the cut stream), outages and kills, build and prune. Trust, TLS, pools, registries
+# and the examples repeat those engine paths and run in the full form (docs/engines.md, last runs)
+ENGINE_QUICK = {"test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_outages"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
