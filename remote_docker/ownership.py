@@ -47,6 +47,10 @@ _UNSIGNED = (DEPLOYMENT_LABEL, PROOF_LABEL)
 WORKER_CACHE_SECONDS = 600.0
 
 
+class DeploymentSecretError(RuntimeError):
+    """The deployment secret can't be had; the message says how to provide it."""
+
+
 class NoSecretYet(LookupError):
     """No task of this deployment has made its secret yet, and none is configured."""
 
@@ -110,7 +114,13 @@ def for_worker() -> Deployment:
 
             value = Variable.get(SECRET_VARIABLE, default=None)
             if not value:
-                Variable.set(SECRET_VARIABLE, secrets.token_hex(32), description=_DESCRIPTION)
+                try:
+                    Variable.set(SECRET_VARIABLE, secrets.token_hex(32), description=_DESCRIPTION)
+                except Exception as err:  # e.g. Airflow 3.1 with cryptography >= 51 can't store any Variable
+                    raise DeploymentSecretError(
+                        f"could not make the Airflow Variable {SECRET_VARIABLE} ({type(err).__name__}: {str(err)[:120]}); "
+                        "make it yourself (airflow variables set ... with 64 random hex characters) or set "
+                        "[remote_docker] deployment_secret") from None
                 time.sleep(_SETTLE_SECONDS)  # another task that set it meanwhile: both go on with the one that stayed
                 value = Variable.get(SECRET_VARIABLE)
             secret = str(value).encode()
