@@ -16,13 +16,19 @@ from typing import Final, Literal
 DEFERRED: Final = "deferred"
 
 
-def _path(dag_id: str, task_id: str) -> Path | None:
+def worker_folder() -> Path | None:
+    """``AIRFLOW_HOME/remote-docker``: what a worker keeps for its later tasks (None without Airflow's config)."""
     try:
         from airflow.configuration import AIRFLOW_HOME
     except Exception:  # no Airflow configuration to go by: nothing kept
         return None
+    return Path(AIRFLOW_HOME) / "remote-docker"
+
+
+def _path(dag_id: str, task_id: str) -> Path | None:
+    folder = worker_folder()
     key = hashlib.sha256(f"{dag_id}\0{task_id}".encode()).hexdigest()[:24]
-    return Path(AIRFLOW_HOME) / "remote-docker" / "history" / key
+    return folder / "history" / key if folder else None
 
 
 def last(dag_id: str, task_id: str) -> float | Literal["deferred"] | None:

@@ -131,13 +131,15 @@ def for_worker() -> Deployment:
 
 def _worker_cache_file() -> Path | None:
     """Where this worker keeps the Variable's value: one file per deployment (its Execution API URL)."""
-    try:
-        from airflow.configuration import AIRFLOW_HOME, conf
+    from remote_docker.history import worker_folder
 
-        deployment = conf.get("core", "execution_api_server_url", fallback="") or ""
-    except Exception:  # no Airflow configuration to go by: no cache
+    folder = worker_folder()
+    if folder is None:
         return None
-    return Path(AIRFLOW_HOME) / "remote-docker" / f"deployment-secret-{hashlib.sha256(deployment.encode()).hexdigest()[:16]}"
+    from airflow.configuration import conf
+
+    deployment = conf.get("core", "execution_api_server_url", fallback="") or ""
+    return folder / f"deployment-secret-{hashlib.sha256(deployment.encode()).hexdigest()[:16]}"
 
 
 def _from_worker_cache(path: Path | None, now: float | None = None) -> bytes | None:
