@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import re
 import stat
@@ -14,7 +15,7 @@ import struct
 import termios
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,14 +181,20 @@ class LogFollower:
         return cls(out, LogCursor.from_dict(handed), counts=handed.get("lines"), partial=handed.get("partial"),
                    received=handed.get("received"), **kwargs)
 
-    def handover(self) -> dict[str, Any]:
-        """Where this follower stopped, for another to go on without repeating or splitting a line. A line
-        begun but not ended travels too, unless private values are set (a fragment can't be redacted)."""
+    def handover(self, seal: Callable[[bytes], str] | None = None) -> dict[str, Any]:
+        """Where this follower stopped, for another to go on without repeating or splitting a line. A line begun
+        but not ended travels too; when private values are set it travels sealed (``seal``: it may hold the start
+        of one, and the hand-over is stored), so the next follower redacts the whole line. Without ``seal`` the
+        begun line is logged here (it can't be redacted whole then)."""
         held = {str(stream): bytes(buffer).decode("latin-1") for stream, buffer in self.splitter.held().items()}
+        sealed = {}
         if held and self.secrets:
-            self.flush()
+            if seal is None:
+                self.flush()
+            else:
+                sealed = {"sealed_partial": seal(json.dumps(held).encode())}
             held = {}
-        return {**self.cursor.to_dict(), "lines": dict(self.counts), "partial": held,
+        return {**self.cursor.to_dict(), "lines": dict(self.counts), "partial": held, **sealed,
                 **({"received": dict(self.received)} if self.received is not None else {})}
 
     def keep_secret(self, value: str) -> None:

@@ -371,7 +371,7 @@ class RemoteDockerOperator(BaseOperator):
                 ti = context["ti"]
                 history.remember(ti.dag_id, ti.task_id, history.DEFERRED if end is None else time.monotonic() - began)
                 if end is None:  # still running: the trigger goes on from here
-                    self._handed_over = follower.handover()
+                    self._handed_over = follower.handover(seal=launch.deployment.seal)
                     return _STILL_RUNNING
             else:
                 try:

@@ -25,6 +25,7 @@ task less, which parallel short tasks on a small worker feel (BENCHMARKS.md, sho
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import os
@@ -77,6 +78,21 @@ class Deployment:
     def selector(self, labels: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
         """A listing filter for this deployment's containers carrying ``labels``."""
         return {**(labels or {}), DEPLOYMENT_LABEL: self.fingerprint}
+
+    def seal(self, data: bytes) -> str:
+        """``data`` encrypted and authenticated under this deployment's secret: only its workers and triggerers can
+        read it back (``unseal``). For what must cross to the triggerer but not be stored in clear."""
+        return self._fernet().encrypt(data).decode("ascii")
+
+    def unseal(self, token: str) -> bytes:
+        """What ``seal`` sealed; ``cryptography.fernet.InvalidToken`` if another secret sealed it or it was altered."""
+        return self._fernet().decrypt(token.encode("ascii"))
+
+    def _fernet(self) -> Any:
+        from cryptography.fernet import Fernet
+
+        key = hmac.new(self.secret, b"remote-docker/seal", hashlib.sha256).digest()  # not the proofs' key
+        return Fernet(base64.urlsafe_b64encode(key))
 
     def owns(self, labels: Mapping[str, str] | None) -> bool:
         """Whether a container with these labels was made by this deployment."""
@@ -169,7 +185,7 @@ def _to_worker_cache(path: Path | None, secret: bytes) -> None:
 
 
 async def for_trigger() -> Deployment:
-    """This deployment, in a triggerer (Airflow >= 3.3): the configured secret, else the Variable, asked through
+    """This deployment, in a triggerer: the configured secret, else the Variable, asked through
     the triggerer's supervisor, and made there when no task has made it yet (as a worker makes it: a fresh
     deployment's first tasks started in the triggerer need no worker either). ``NoSecretYet`` when it can't be
     had: the task starts on a worker, which makes it."""

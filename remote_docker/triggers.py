@@ -18,6 +18,7 @@ the task is deferred: kill it at the deadline, stop it when a user marks or clea
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -134,7 +135,7 @@ class ContainerTrigger(BaseTrigger):
     # ------------------------------------------------------------------ run
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        follower = LogFollower.taking_over(container_log(), self.log_cursor, tty=self.tty, tail_lines=self.tail_lines)
+        follower = LogFollower.taking_over(container_log(), await self._handed_log(), tty=self.tty, tail_lines=self.tail_lines)
         task_end = None
         try:
             end = await self._start() if self.start else None
@@ -151,6 +152,20 @@ class ContainerTrigger(BaseTrigger):
             end = WatchEnd("error", self.container_id, log=follower.summary(), message=str(err))
         await self._pause_before_firing(follower, resuming_on_worker=task_end is None)
         yield task_end or TriggerEvent(end.to_payload())
+
+    async def _handed_log(self) -> dict | None:
+        """``log_cursor`` with the line the worker had begun opened: it travels sealed when private values are set."""
+        handed = self.log_cursor
+        if not handed or "sealed_partial" not in handed:
+            return handed
+        try:
+            deployment = await ownership.for_trigger()
+            partial = json.loads(deployment.unseal(handed["sealed_partial"]))
+        except Exception as err:  # a secret changed mid-task (InvalidToken), or none can be read here
+            self.log.warning("The line the container had begun when the worker deferred could not be opened here "
+                             "(%s): its beginning is not in this log.", type(err).__name__)
+            partial = {}
+        return {**handed, "partial": partial}
 
     async def _start(self) -> WatchEnd | None:
         """Start this try's container here, placed on a daemon of the pool; a ``WatchEnd`` when that can't be done."""

@@ -4,6 +4,7 @@ follower that turns lines into task-log records."""
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import time
 
@@ -178,6 +179,30 @@ def test_a_half_read_line_travels_with_the_hand_over() -> None:
     second = LogFollower.taking_over(out, handed)
     second.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000002Z tial\n"))
     assert out.records == [("info", "partial")]
+
+
+def test_a_begun_line_holding_part_of_a_private_value_travels_sealed_and_is_redacted_whole() -> None:
+    from remote_docker.ownership import Deployment
+
+    deployment = Deployment(b"a" * 64)
+    first = LogFollower(Records())
+    first.keep_secret("s3cret-value")
+    first.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000001Z token=s3cr"))
+    handed = first.handover(seal=deployment.seal)
+    assert first.out.records == [] and handed["partial"] == {} and b"s3cr" not in json.dumps(handed).encode()
+    opened = {**handed, "partial": json.loads(deployment.unseal(handed["sealed_partial"]))}
+    out = Records()
+    second = LogFollower.taking_over(out, opened)
+    second.keep_secret("s3cret-value")
+    second.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000002Z et-value\n"))
+    assert out.records == [("info", "token=***")]
+
+
+def test_without_a_seal_a_begun_line_with_private_values_set_is_logged_before_the_hand_over() -> None:
+    first = LogFollower(Records())
+    first.keep_secret("s3cret-value")
+    first.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000001Z begun"))
+    assert first.handover()["partial"] == {} and first.out.records == [("info", "begun")]
 
 
 def test_recent_lines_count_every_follower_within_the_window() -> None:

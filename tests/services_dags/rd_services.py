@@ -44,6 +44,9 @@ with DAG("rd_masked", schedule=None, start_date=START, catchup=False):
        auto_remove="force")
     sh("masked_fails", "echo secret=$TOKEN; echo err-secret=$TOKEN >&2; sleep 6; echo last=$TOKEN; exit 3",
        private_environment={"TOKEN": SECRET}, auto_remove="force")
+    # a 16 KiB log entry (the daemon's partial line) ending inside the secret, the worker deferring before the rest
+    sh("straddles", "head -c 16376 /dev/zero | tr '\\0' x; printf '%.8s' \"$TOKEN\"; sleep 5; echo \"${TOKEN#????????}\"; echo done",
+       private_environment={"TOKEN": SECRET}, defer_after=1, auto_remove="force")
     RemoteDockerOperator(task_id="private_pull", image=f"{REGISTRY}/rd/busybox:1", docker_conn_id="rd_registry", pull="always",
                          network_mode="none", command=["sh", "-c", "echo pulled; sleep 6; echo done"], auto_remove="force")
 
