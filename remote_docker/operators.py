@@ -282,6 +282,8 @@ class RemoteDockerOperator(BaseOperator):
             raise AirflowFailException(str(err)) from None
         except PlacementError as err:  # no daemon answered: a retry may find one back
             raise AirflowException(str(err)) from None
+        except AirflowException as err:  # the task's verdict, one line already: the frames of the event loop and of
+            raise err.with_traceback(None) from err.__cause__  # our engine work under it say nothing more to a user
 
     # ------------------------------------------------------------------ execute
 

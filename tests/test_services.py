@@ -182,6 +182,11 @@ def test_secrets_never_in_logs_trigger_kwargs_events_or_the_database(services: A
     assert "secret=***" in log and "err-secret=***" in log, log[-2000:]
     failed = services.task_log("rd_masked", run_id, "masked_fails")
     assert "exited with code 3" in failed and "[stdout] last=***" in failed, failed[-2000:]
+    # what the UI shows under the one-line reason: Airflow's own frames and the operator's entry, as the official's
+    frames = [frame for entry in services.task_log_entries("rd_masked", run_id, "masked_fails") if isinstance(entry, dict)
+              for detail in entry.get("error_detail") or [] for frame in detail["frames"]]
+    ours = [frame["name"] for frame in frames if "remote_docker" in frame["filename"] or "asyncio" in frame["filename"]]
+    assert frames and ours == ["execute_complete", "_run"], frames
     assert "pulled" in services.task_log("rd_masked", run_id, "private_pull")
     files = [p for p in services.home.rglob("*") if p.is_file()]
     leaked = [str(p) for p in files if any(secret in p.read_bytes() for secret in secrets)]
