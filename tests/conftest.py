@@ -137,7 +137,7 @@ def docker_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
     client.close()
 
 
-# What differs between engines shows in these (README, "Engines"): `scripts/test-engines` runs them on the
+# What differs between engines shows in these (docs/engines.md): `scripts/test-engines` runs them on the
 # Docker 29 stand-in and on Podman (the whole suite runs on the default engine); a module, or one test of one
 ENGINE_SENSITIVE = {
     "test_operator_dag", "test_decorator", "test_build_prune", "test_faults", "test_outages", "test_pool",
