@@ -95,23 +95,34 @@ def p1(daemon: Daemon, home: Path, n: int, t: int, w: int) -> Result:
             run_dag(services, daemon, warm_up, 120)
         from_trigger_runs = [run_dag(services, daemon, "bench_p1_ours_from_trigger", n * t, image="bench/p1-ours:1")
                              for _ in range(REPEATS)]
-        default = run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1")
+        # at defaults: the DAG's first run (no history: each worker follows its task 2 s), then its steady state
+        default_first = run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1")
+        default_runs = [run_dag(services, daemon, "bench_p1_ours", n * t, image="bench/p1-ours:1") for _ in range(REPEATS)]
         official = run_dag(services, daemon, "bench_p1_official", 3 * n * t, image="bench/p1-official:1")
     finally:
         services.stop()
-    from_trigger = sorted(from_trigger_runs, key=lambda r: r["makespan_s"])[len(from_trigger_runs) // 2]  # the median run
-    from_trigger = {**from_trigger, "makespan_s_all": [r["makespan_s"] for r in from_trigger_runs]}
+    from_trigger, default = _median_run(from_trigger_runs), _median_run(default_runs)
     speedup = official["makespan_s"] / from_trigger["makespan_s"]
+    speedup_default = official["makespan_s"] / default["makespan_s"]
     figures = {"n": n, "t_s": t, "parallelism": w, "ours_start_from_trigger": from_trigger, "ours_default": default,
-               "official": official, "speedup_start_from_trigger": round(speedup, 2),
-               "speedup_default": round(official["makespan_s"] / default["makespan_s"], 2), "ideal_speedup_n_over_w": n / w}
+               "ours_default_first_run": default_first, "official": official, "speedup_start_from_trigger": round(speedup, 2),
+               "speedup_default": round(speedup_default, 2),
+               "speedup_default_first_run": round(official["makespan_s"] / default_first["makespan_s"], 2),
+               "ideal_speedup_n_over_w": n / w}
     print(f"[p1] {figures}", flush=True)
-    return Result(name="P1 slot release", figures=figures, met=speedup >= 0.9 * n / w,
-                  target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3, with start_from_trigger=True "
-                         f"(median of {REPEATS}; each mode once warmed up)",
+    return Result(name="P1 slot release", figures=figures, met=speedup >= 0.9 * n / w and speedup_default >= 0.8 * n / w,
+                  target=">= 9x the official operator (0.9 x N/W) on Airflow 3.3 with start_from_trigger=True, and >= 8x "
+                         f"(0.8 x N/W) at defaults once the DAG has run (medians of {REPEATS}; each mode once warmed up)",
                   notes=["ours_start_from_trigger: started and ended in the triggerer, no worker (start_from_trigger=True)",
-                         "ours_default: a worker starts it and follows it defer_after (2 s), the trigger ends it; "
-                         "as every task runs on Airflow < 3.3"])
+                         "ours_default: at defaults, the DAG's later runs: each task's last successful run was long, so "
+                         "its worker defers at once and the trigger ends it",
+                         "ours_default_first_run: at defaults, the DAG's first run: no history, each worker follows its "
+                         "container 2 s (defer_after's default) before deferring"])
+
+
+def _median_run(runs: list[dict]) -> dict:
+    middle = sorted(runs, key=lambda r: r["makespan_s"])[len(runs) // 2]
+    return {**middle, "makespan_s_all": [r["makespan_s"] for r in runs]}
 
 
 def _three_ways(daemon: Daemon, home: Path, prefix: str, parallelism: int, timeout: float) -> dict:

@@ -157,7 +157,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
         if module.removesuffix(".py") in ENGINE_SENSITIVE or f"{module}::{item.name}" in ENGINE_SENSITIVE:
             item.add_marker(pytest.mark.engines)
-        if module.removesuffix(".py") in ENGINE_QUICK:
+        # the operator DAG's [window] run follows on the worker with the same watch and engine calls the [deferred]
+        # run's trigger makes: the quick form runs [deferred] only
+        if module.removesuffix(".py") in ENGINE_QUICK and "[window" not in item.nodeid:
             item.add_marker(pytest.mark.engines_quick)
         used = set(getattr(item, "fixturenames", ()))
         if used & {"daemon", "docker_client", "registry", "airflow_env", "services", "pool"}:
