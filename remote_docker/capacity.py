@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker.connection import DaemonConfigError
-from remote_docker.hook import RemoteDockerHook
-from remote_docker.placement import PlacementError, place, room_mark, room_or_timeout, task_key
+from remote_docker.triggers import engine_layer  # Airflow imports this module on the triggerer's loop: light
 
 if TYPE_CHECKING:
     from remote_docker.operators import RemoteDockerOperator
@@ -50,6 +48,11 @@ class CapacityTrigger(BaseTrigger):
             "poll_interval": self.poll_interval}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        await engine_layer()
+        from remote_docker.connection import DaemonConfigError
+        from remote_docker.hook import RemoteDockerHook
+        from remote_docker.placement import PlacementError, place, room_mark, room_or_timeout, task_key
+
         hook = RemoteDockerHook(self.remote_docker_conn_id, **self.hook_params)
         waited_from = time.monotonic()
         while True:

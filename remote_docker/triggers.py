@@ -18,23 +18,39 @@ the task is deferred: kill it at the deadline, stop it when a user marks or clea
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker import checkpoints, compat, ending, ownership
-from remote_docker.connection import DaemonConfigError
-from remote_docker.engine import Engine, EngineError
+from remote_docker import checkpoints, compat, ownership
 from remote_docker.events import WatchEnd
-from remote_docker.hook import RemoteDockerHook
-from remote_docker.launch import Launch, LaunchError, NoRoom, ours_of_task, start_once
 from remote_docker.logs import LogFollower, container_log, recent_lines, until_supervisor_read
-from remote_docker.placement import PlacementError, admission, daemon_for_start, failed_here, invalidate, room_freed
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
-from remote_docker.watch import ContainerWatch
+
+if TYPE_CHECKING:
+    from remote_docker.ending import Ending
+    from remote_docker.engine import Engine
+    from remote_docker.hook import RemoteDockerHook
+
+# Airflow imports this module on the triggerer's event loop (triggerer_job_runner.py, get_trigger_by_classpath), so
+# it imports only what is light; the engine layer (aiodocker, aiohttp, docker-py: ~0.4 s) is imported in a thread the
+# first time a trigger runs here (``engine_layer``), and the methods below import from it once it is there.
+ENGINE_LAYER = ("remote_docker.ending", "remote_docker.hook", "remote_docker.launch", "remote_docker.placement",
+                "remote_docker.watch")
+_engine_layer_ready = False
+
+
+async def engine_layer() -> None:
+    """The engine layer imported, off the event loop: concurrent first triggers each wait in a thread of their own."""
+    global _engine_layer_ready
+    if not _engine_layer_ready:
+        await asyncio.to_thread(lambda: [importlib.import_module(name) for name in ENGINE_LAYER])
+        _engine_layer_ready = True
+
 
 # In a triggerer, trigger log lines reach the task's log file through the triggerer's supervisor, which
 # reads them 4 KiB at a time between its other work and closes the file as soon as it hears the trigger
@@ -130,11 +146,19 @@ class ContainerTrigger(BaseTrigger):
         return getattr(self, "task_instance", None)
 
     def hook(self) -> RemoteDockerHook:
+        from remote_docker.hook import RemoteDockerHook  # the engine layer: see engine_layer
+
         return RemoteDockerHook(self.remote_docker_conn_id, daemon=self.daemon, **self.hook_params)
 
     # ------------------------------------------------------------------ run
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        await engine_layer()
+        from remote_docker import ending
+        from remote_docker.connection import DaemonConfigError
+        from remote_docker.engine import EngineError
+        from remote_docker.placement import room_freed
+
         follower = LogFollower.taking_over(container_log(), await self._handed_log(), tty=self.tty, tail_lines=self.tail_lines)
         task_end = None
         try:
@@ -169,6 +193,10 @@ class ContainerTrigger(BaseTrigger):
 
     async def _start(self) -> WatchEnd | None:
         """Start this try's container here, placed on a daemon of the pool; a ``WatchEnd`` when that can't be done."""
+        from remote_docker.engine import EngineError
+        from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
+        from remote_docker.placement import PlacementError, admission, daemon_for_start, failed_here, invalidate
+
         ti = self.task_instance
         labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
@@ -218,6 +246,9 @@ class ContainerTrigger(BaseTrigger):
         return None
 
     async def _watch(self, engine: Engine, follower: LogFollower) -> WatchEnd:
+        from remote_docker.placement import room_freed
+        from remote_docker.watch import ContainerWatch
+
         container_id = self.container_id
         # a task of this triggerer waiting for room on this daemon looks as soon as the daemon says it stopped
         watch = ContainerWatch(engine, container_id, follower, log=self.log, poll_interval=self.poll_interval,
@@ -239,7 +270,9 @@ class ContainerTrigger(BaseTrigger):
         await keeper.resume(follower, fresh=self._created_here)
         return asyncio.create_task(keeper.keep(follower))
 
-    def _ending_here(self) -> ending.Ending | None:
+    def _ending_here(self) -> Ending | None:
+        from remote_docker import ending
+
         if self.task_instance_in_triggerer is None or not ending.possible_here():
             return None
         return ending.Ending.from_kwargs(self.ending)
@@ -262,6 +295,7 @@ class ContainerTrigger(BaseTrigger):
         Airflow >= 3.3 calls this for user actions, never for a triggerer shutdown; 3.3 also calls it
         when another triggerer took this trigger over (``compat.ON_KILL_ON_HANDOVER``).
         """
+        await engine_layer()
         if await self._handed_over():
             self.log.info("This trigger moved to another triggerer, which watches the container on; "
                           "nothing is stopped.")
@@ -281,6 +315,8 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance_in_triggerer
         if not compat.ON_KILL_ON_HANDOVER or ti is None:
             return False
+        from remote_docker import ending
+
         try:
             state = await ending.task_state(ti)
         except Exception as err:  # Airflow won't say: act as asked, as Airflow meant a user's action
@@ -296,6 +332,8 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance_in_triggerer
         if ti is None:
             return []
+        from remote_docker.launch import ours_of_task
+
         identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
             deployment = await ownership.for_trigger()

@@ -103,3 +103,16 @@ def test_the_operator_and_decorator_import_on_this_airflow() -> None:
     from remote_docker.triggers import ContainerTrigger
 
     assert RemoteDockerOperator and ContainerTrigger and remote_docker_task
+
+
+def test_the_trigger_modules_import_no_engine_layer_on_the_triggerers_loop() -> None:
+    """Airflow imports a trigger's module on the triggerer's event loop: ours stay light (the engine layer, ~0.4 s of
+    aiodocker, aiohttp and docker-py, is imported in a thread when a trigger first runs: ``triggers.engine_layer``)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, airflow.triggers.base\nimport remote_docker.triggers, remote_docker.capacity\n"
+             "print(sorted(m for m in ('aiodocker', 'aiohttp', 'docker', 'remote_docker.engine') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
