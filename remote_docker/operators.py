@@ -56,7 +56,8 @@ from remote_docker.watch import ContainerWatch
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# A container that ends within this many seconds of starting finishes on the worker with no deferral.
+# A container of a task with no history that ends within this many seconds of starting finishes on the worker with
+# no deferral; within this plus min_deferred_seconds when its task would resume on a worker (3.3+, follow_for).
 DEFAULT_DEFER_AFTER = 2.0
 # A task whose last successful run took at least this long defers at once (follow_for): what a deferral
 # costs it is then at most ~1/5 of its run (BENCHMARKS.md, the length sweep). Ending in the triggerer costs
@@ -393,12 +394,20 @@ class RemoteDockerOperator(BaseOperator):
         its end is on record here (``history``); otherwise Airflow is asked (Airflow >= 3.3)."""
         if self.defer_after is not None:
             return self.defer_after
+        ends_in_triggerer = compat.END_IN_TRIGGERER and self.ending_here() is not None
         previous = history.last(ti.dag_id, ti.task_id)  # a short run ended on this worker: no need to ask Airflow
         if previous is None or previous == history.DEFERRED:
-            previous = _previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
-        if previous is None:
-            return DEFAULT_DEFER_AFTER
-        ends_in_triggerer = compat.END_IN_TRIGGERER and self.ending_here() is not None
+            asked = _previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
+            if asked is None and previous == history.DEFERRED:
+                self.log.info("Deferring at once: this task outlasted its worker's follow time when it last ran here.")
+                return 0.0
+            previous = asked
+        if previous is None:  # no history
+            # where other tasks end in the triggerer, one that would resume on a worker pays the stale-event guard for a
+            # deferral: it is followed that long first. Before 3.3 every deferral resumes on a worker, and the short
+            # window is what frees a long task's slot at all.
+            guard = (self.min_deferred_seconds or 0.0) if compat.END_IN_TRIGGERER and not ends_in_triggerer else 0.0
+            return DEFAULT_DEFER_AFTER + guard
         long = LONG_IF_ENDING_IN_TRIGGERER if ends_in_triggerer else LONG_IF_RESUMING_ON_WORKER + self.min_deferred_seconds
         if previous >= long:
             self.log.info("Deferring at once: this task's last successful run took %.0fs.", previous)
