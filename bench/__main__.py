@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, Result, engine_of, engines, machine, start_daemon, stop_daemon
 
-NAMES = ("p1", "p2", "p3", "p4", "p5", "p6", "short", "burst", "loop")
+NAMES = ("p1", "p2", "p3", "p4", "p5", "p6", "short", "burst", "loop", "sweep")
 SIZES = {
-    "quick": {"p1": (8, 10, 2), "p2": ([100, 300], [100]), "p3": 1_000_000, "p4": 100},
-    "full": {"p1": (20, 20, 2), "p2": ([100, 300, 1000], [100, 300]), "p3": 10_000_000, "p4": 100},
+    "quick": {"p1": (8, 10, 2), "p2": ([100, 300], [100]), "p3": 1_000_000, "p4": 100, "sweep": (3.0,)},
+    "full": {"p1": (20, 20, 2), "p2": ([100, 300, 1000], [100, 300]), "p3": 10_000_000, "p4": 100,
+             "sweep": (0.5, 3.0, 8.0, 20.0, 60.0)},
 }
 
 
@@ -39,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
     mode = "full" if args.full else "quick"
     sizes = SIZES[mode]
-    wanted = args.only or [name for name in NAMES if args.full or name != "loop"]  # loop: the service tests, ~10 min
+    wanted = args.only or [name for name in NAMES if args.full or name not in ("loop", "sweep")]  # ~10 min each
     chosen = args.engine or [engines.DEFAULT_ENGINE]
     command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or []) \
         + "".join(f" --engine {e}" for e in args.engine or [])
@@ -95,6 +96,10 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
         return p6_pool.run(daemon, work)
     if name == "short":
         return on_airflow.short_tasks(daemon, work / "short-home")
+    if name == "sweep":
+        import sweep
+
+        return sweep.run(daemon, work / "sweep-home", sizes["sweep"])
     if name == "loop":
         import loop_blocking
 
@@ -122,6 +127,10 @@ def headline(key: str, figures: dict) -> str:
                 f"({figures['ours_default']['makespan_s_median']} s vs {figures['official']['makespan_s_median']} s)")
     if name == "p6":
         return f"{figures['makespan_s']} s (bound {figures['bound_s']} s), {figures['failed']} failed"
+    if name == "sweep":
+        worst = figures["worst"]
+        return (f"worst: {worst['steady']}x steady, {worst['first']}x first run, {worst['dags_test']}x dags test "
+                f"(lengths {figures['lengths_s']} s)")
     if name == "loop":
         return (f"{figures['ours_over_threshold']} steps of ours over {int(figures['threshold_s'] * 1000)} ms "
                 f"(worst {figures['ours_worst_s'] * 1000:.0f} ms) of {figures['steps_over_threshold']} over it; tests: "
