@@ -295,7 +295,7 @@ def test_container_removed_while_deferred_fails_clearly(services: AirflowService
 
 
 @pytest.mark.timeout(1500)
-def test_load_200_concurrent_deferred_tasks(services: AirflowServices, docker_client: docker.DockerClient) -> None:
+def test_load_of_concurrent_deferred_tasks(services: AirflowServices, docker_client: docker.DockerClient) -> None:
     dag_id = "rd_load"
     run_id = services.trigger(dag_id)
     started = time.monotonic()
