@@ -44,6 +44,7 @@ class WatchEnd:
     oom_killed: bool = False
     error: str | None = None
     finished_at: str | None = None
+    started_at: str | None = None  # with finished_at: how long the container ran (``ran_seconds``), for the history
     kill_signal: str | None = None
     ended_while_unreachable: list[float] | None = None
     killed: bool = False
@@ -53,6 +54,16 @@ class WatchEnd:
     @property
     def succeeded(self) -> bool:
         return self.status == "exited" and self.exit_code == 0
+
+    def ran_seconds(self) -> float | None:
+        """How long the container ran, when the daemon said when it started and finished."""
+        from remote_docker.logstream import rfc3339_to_unix
+
+        try:
+            ran = float(rfc3339_to_unix(self.finished_at or "")) - float(rfc3339_to_unix(self.started_at or ""))
+        except (TypeError, ValueError):
+            return None
+        return ran if 0 <= ran < 10 * 365 * 86400 else None  # a zero time ("0001-01-01...") is no answer
 
     def to_payload(self) -> dict[str, Any]:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "log"}

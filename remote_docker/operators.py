@@ -438,7 +438,10 @@ class RemoteDockerOperator(BaseOperator):
             self.log.info("Starting on a worker: %s.", end.message)
             return self.execute(context)
         self.container_id = end.container_id
-        checkpoints.end(context["ti"], self.log)
+        ti = context["ti"]
+        checkpoints.end(ti, self.log)
+        if (ran := end.ran_seconds()) is not None:  # its length, which the worker that deferred could not know
+            history.remember(ti.dag_id, ti.task_id, ran)
         if end.status == "error":
             reattach.remember(context, self.container_id, "lost", self.log, end.daemon)  # it may live on: a retry reattaches
         return self._run(self._complete(end))

@@ -157,7 +157,8 @@ class ContainerWatch:
                 await self.outages.sit_out_shutdown(self.engine)
         return self.end(
             "exited", exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
-            error=state.get("Error") or None, finished_at=state.get("FinishedAt"), kill_signal=kill_signal,
+            error=state.get("Error") or None, finished_at=state.get("FinishedAt"), started_at=state.get("StartedAt"),
+            kill_signal=kill_signal,
             ended_while_unreachable=self.outages.ended_during(state),
         )
 

@@ -42,3 +42,13 @@ def test_keys_of_a_newer_version_are_ignored() -> None:
 def test_not_an_event(payload) -> None:
     with pytest.raises(ValueError, match="not a remote-docker watch event"):
         WatchEnd.from_payload(payload)
+
+
+def test_how_long_the_container_ran_comes_from_the_daemons_times() -> None:
+    end = WatchEnd("exited", "c1", exit_code=3, started_at="2026-01-02T03:04:05.500000000Z",
+                   finished_at="2026-01-02T03:04:08.750000000Z")
+    assert end.ran_seconds() == 3.25
+    assert WatchEnd.from_payload(end.to_payload()).ran_seconds() == 3.25
+    # an event of an older release has no start; a container that never finished has Docker's zero time
+    assert WatchEnd.from_payload({"status": "exited", "container_id": "c1", "finished_at": end.finished_at}).ran_seconds() is None
+    assert WatchEnd("exited", "c1", started_at=end.started_at, finished_at="0001-01-01T00:00:00Z").ran_seconds() is None
