@@ -9,7 +9,6 @@ prints. Registry credentials and pulls are ``registry``'s.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,20 +25,14 @@ from remote_docker.connection import (
     RENAMED_EXTRAS,
     DaemonConfig,
     DaemonConfigError,
-    config_from_environment,
     is_inline_pem,
     rebuild_pem,
 )
+from remote_docker.diagnose import report, speaking
 from remote_docker.engine import Engine, versions
 from remote_docker.engine.clients import make_sync_client, shared_async_client
 from remote_docker.errors import DaemonError
-from remote_docker.pool import DaemonPool, Member, build_pool
-
-
-def normalize_extras(extras: dict[str, Any], conn_type: str) -> dict[str, Any]:
-    """Accept UI-prefixed keys (``extra__remote_docker__ca_cert``) and drop empty form values."""
-    prefix = f"extra__{conn_type}__"
-    return {key.removeprefix(prefix): value for key, value in extras.items() if value not in (None, "")}
+from remote_docker.pool import ConnectionFields, DaemonPool, Member, normalize_extras, old_extra_names, pool_for
 
 
 def _mask_inline_keys(extras: dict[str, Any]) -> None:
@@ -55,13 +48,6 @@ def _mask_inline_keys(extras: dict[str, Any]) -> None:
                 for line in rebuild_pem(value.strip()).splitlines():  # however its line breaks came
                     if not line.startswith("-----"):
                         mask_secret(line)
-
-
-def _old_names(extras: dict[str, Any]) -> list[str]:
-    """The renamed extras (``RENAMED_EXTRAS``) a connection still uses, at the top or in a pool member."""
-    members = extras.get("daemons") if isinstance(extras.get("daemons"), list) else []
-    return sorted({old for where in (extras, *(m for m in members if isinstance(m, dict))) for old in RENAMED_EXTRAS
-                   if old in where})
 
 
 class RemoteDockerHook(BaseHook):
@@ -105,33 +91,16 @@ class RemoteDockerHook(BaseHook):
     # -- configuration
 
     def _resolve(self, connection: Any | None) -> DaemonPool:
-        """Merge connection, environment and overrides into the daemons they name."""
-        conn_id = self.remote_docker_conn_id
-        if connection is None:
-            if self.docker_url:
-                return build_pool(host=self.docker_url, port=None, extras=self.overrides, source=f"docker_url {self.docker_url}")
-            environment = config_from_environment()
-            if environment is not None and conn_id in (None, DEFAULT_CONN_ID):
-                return _pool_of(environment)
-            fallback = " or set DOCKER_HOST and DOCKER_CERT_PATH" if conn_id in (None, DEFAULT_CONN_ID) else ""
-            raise DaemonConfigError(
-                f"connection {conn_id!r} does not exist; create it (UI, `airflow connections add`, "
-                f"or AIRFLOW_CONN_{str(conn_id).upper()}){fallback}"
-            )
-        extras = normalize_extras(connection.extra_dejson or {}, self.conn_type)
-        extras.update(self.overrides)
-        _mask_inline_keys(extras)
-        source = f"connection {conn_id!r}"
-        for old in _old_names(extras):
-            self.log.warning("%s names its key extra %r, which Airflow shows in clear in its connections API and form; "
-                             "rename it %r, which Airflow masks", source, old, RENAMED_EXTRAS[old])
-        if self.docker_url:  # the official operator's docker_url (one daemon, or a list): the connection's TLS material
-            extras.pop("daemons", None)
-            return build_pool(host=self.docker_url, port=connection.port, extras=extras, source=source)
-        hosts = [h.strip() for h in (connection.host or "").split(",")]
-        if connection.schema in ("tcp", "https", "http", "unix"):
-            hosts = [h if "://" in h or not h else f"{connection.schema}://{h}" for h in hosts]
-        return build_pool(host=",".join(hosts), port=connection.port, extras=extras, source=source)
+        """Merge connection, environment and overrides into the daemons they name (``pool.pool_for``)."""
+        fields = ConnectionFields.of(connection) if connection is not None else None
+        if fields is not None:
+            _mask_inline_keys({**normalize_extras(fields.extra, self.conn_type), **self.overrides})
+            for old in old_extra_names(normalize_extras(fields.extra, self.conn_type)):
+                self.log.warning("connection %r names its key extra %r, which Airflow shows in clear in its connections "
+                                 "API and form; rename it %r, which Airflow masks", self.remote_docker_conn_id, old,
+                                 RENAMED_EXTRAS[old])
+        return pool_for(self.remote_docker_conn_id, fields, docker_url=self.docker_url, overrides=self.overrides,
+                        conn_type=self.conn_type)
 
     @staticmethod
     def _lookup_error(err: Exception) -> bool:
@@ -207,57 +176,11 @@ class RemoteDockerHook(BaseHook):
             return await engine.version()
 
     async def _speaking(self) -> tuple[dict[str, Any], versions.DaemonFacts, str]:
-        async with self.engine() as engine:
-            return await engine.version(), await engine.facts(), await engine.api_version()
+        return await speaking(await self.aconfig())
 
     def diagnose(self) -> dict[str, str]:
-        """What ``remote-docker doctor`` prints."""
-        config = self.config
-        version, facts, spoken = asyncio.run(self._speaking())
-        how = "set by api_version" if versions.explicit_for(config) else "negotiated"
-        report = {
-            "daemon": config.url,
-            "source": config.source,
-            "engine": f"{'Podman' if facts.engine == 'podman' else 'Docker'} {facts.version}",
-            "api version": f"{spoken} ({how}; the daemon speaks {facts.api_oldest}-{facts.api_newest}, "
-                           f"remote-docker {versions.OLDEST}-{versions.NEWEST})",
-            "os/arch": f"{version.get('Os', '?')}/{version.get('Arch', '?')}",
-        }
-        if config.tls:
-            report["tls"] = "mutual TLS, server certificate verified" if config.tls.verify else "TLS WITHOUT verification (tls_verify=false)"
-            peer = self._peer_certificate()
-            if peer:
-                report["tls peer"] = peer
-            if config.tls.client_not_after:
-                left = config.tls.client_not_after - dt.datetime.now(dt.timezone.utc)
-                report["client certificate expires"] = f"{config.tls.client_not_after:%Y-%m-%d} ({left.days} days)"
-        else:
-            report["tls"] = "none (unix socket)" if config.is_unix else "OFF: plain HTTP (\"tls\": false)"
-        return report
-
-    def _peer_certificate(self) -> str | None:
-        import socket
-
-        from cryptography import x509
-
-        config = self.config
-        context = config.ssl_context()
-        name = config.tls.hostname or config.host.strip("[]")
-        address = (config.host.strip("[]"), config.port)
-        with socket.create_connection(address, timeout=config.timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=name if context.check_hostname else None) as tls:
-            der = tls.getpeercert(binary_form=True)
-            protocol = tls.version()
-        if not der:
-            return None
-        cert = x509.load_der_x509_certificate(der)
-        try:
-            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = ", ".join(str(n.value) for n in sans)
-        except x509.ExtensionNotFound:
-            names = "-"
-        return (f"{cert.subject.rfc4514_string()} (SANs {names}; issuer {cert.issuer.rfc4514_string()}; "
-                f"expires {cert.not_valid_after_utc:%Y-%m-%d}; {protocol})")
+        """What ``remote-docker doctor`` prints (``diagnose.report``)."""
+        return report(self.config)
 
     def test_connection(self) -> tuple[bool, str]:
         """For the UI's Test button."""
@@ -283,9 +206,3 @@ async def _shared_lookup(conn_id: str, lookup: Any) -> Any:
     if found is None or found[0] < now or (found[1].done() and (found[1].cancelled() or found[1].exception())):
         found = known[conn_id] = (now + CONNECTION_CACHE_SECONDS, asyncio.ensure_future(lookup(conn_id)))
     return await asyncio.shield(found[1])  # one caller cancelled does not cancel the others' lookup
-
-
-def _pool_of(config: DaemonConfig) -> DaemonPool:
-    return DaemonPool(source=config.source, members=(Member(name=config.url.split("://", 1)[-1], config=config),))
-
-

@@ -17,7 +17,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote_docker.connection import TLS_FILES, DaemonConfig, DaemonConfigError, build_config, renamed_extras
+from remote_docker.connection import (
+    DEFAULT_CONN_ID,
+    RENAMED_EXTRAS,
+    TLS_FILES,
+    DaemonConfig,
+    DaemonConfigError,
+    build_config,
+    config_from_environment,
+    renamed_extras,
+)
 
 # what a member of extra.daemons may set for itself; the rest is the connection's
 _MEMBER_KEYS = {"url", "name", "labels", "max_containers", "tls_hostname", *TLS_FILES}
@@ -122,3 +131,61 @@ def _member(entry: Any, *, host_port: int | None, shared: Mapping[str, Any], sou
         raise DaemonConfigError(f"{where} max_containers is {limit!r}; give a whole number of 1 or more, or leave it out")
     name = str(entry.get("name") or config.url.split("://", 1)[-1])
     return Member(name=name, config=config, labels={str(k): str(v) for k, v in labels.items()}, max_containers=limit)
+
+
+@dataclass(frozen=True)
+class ConnectionFields:
+    """What of an Airflow connection names daemons: read from Airflow's ``Connection`` (``of``), or from an
+    ``AIRFLOW_CONN_...`` JSON value without importing Airflow (``remote-docker doctor``)."""
+
+    host: str | None = None
+    port: int | None = None
+    schema: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, connection: Any) -> ConnectionFields:
+        return cls(connection.host, connection.port, connection.schema, connection.extra_dejson or {})
+
+
+def normalize_extras(extras: Mapping[str, Any], conn_type: str) -> dict[str, Any]:
+    """Accept UI-prefixed keys (``extra__remote_docker__ca_cert``) and drop empty form values."""
+    prefix = f"extra__{conn_type}__"
+    return {key.removeprefix(prefix): value for key, value in extras.items() if value not in (None, "")}
+
+
+def old_extra_names(extras: Mapping[str, Any]) -> list[str]:
+    """The renamed extras (``RENAMED_EXTRAS``) a connection still uses, at the top or in a pool member."""
+    members = extras.get("daemons") if isinstance(extras.get("daemons"), list) else []
+    return sorted({old for where in (extras, *(m for m in members if isinstance(m, dict))) for old in RENAMED_EXTRAS
+                   if old in where})
+
+
+def pool_for(conn_id: str | None, connection: ConnectionFields | None, *, docker_url: str | None,
+             overrides: Mapping[str, Any], conn_type: str = "remote_docker") -> DaemonPool:
+    """The daemons a connection (None: not found), Docker's environment, ``docker_url`` and the operator's overrides
+    name together: what a hook talks to."""
+    if connection is None:
+        if docker_url:
+            return build_pool(host=docker_url, port=None, extras=overrides, source=f"docker_url {docker_url}")
+        environment = config_from_environment()
+        if environment is not None and conn_id in (None, DEFAULT_CONN_ID):
+            return pool_of_config(environment)
+        fallback = " or set DOCKER_HOST and DOCKER_CERT_PATH" if conn_id in (None, DEFAULT_CONN_ID) else ""
+        raise DaemonConfigError(
+            f"connection {conn_id!r} does not exist; create it (UI, `airflow connections add`, "
+            f"or AIRFLOW_CONN_{str(conn_id).upper()}){fallback}"
+        )
+    extras = {**normalize_extras(connection.extra, conn_type), **overrides}
+    source = f"connection {conn_id!r}"
+    if docker_url:  # the official operator's docker_url (one daemon, or a list): the connection's TLS material
+        extras.pop("daemons", None)
+        return build_pool(host=docker_url, port=connection.port, extras=extras, source=source)
+    hosts = [h.strip() for h in (connection.host or "").split(",")]
+    if connection.schema in ("tcp", "https", "http", "unix"):
+        hosts = [h if "://" in h or not h else f"{connection.schema}://{h}" for h in hosts]
+    return build_pool(host=",".join(hosts), port=connection.port, extras=extras, source=source)
+
+
+def pool_of_config(config: DaemonConfig) -> DaemonPool:
+    return DaemonPool(source=config.source, members=(Member(name=config.url.split("://", 1)[-1], config=config),))

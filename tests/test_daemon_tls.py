@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import http.server
 import json
+import os
 import re
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from conftest import BUSYBOX_IMAGE, Daemon, run_cli
+from conftest import BUSYBOX_IMAGE, VENV_BIN, Daemon, run_cli
 
 from remote_docker import certs
 from remote_docker.connection import DaemonConfigError
@@ -227,6 +229,24 @@ def test_doctor(daemon: Daemon, docker_client: docker.DockerClient) -> None:
     pinned = run_cli("doctor", env={"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(api_version=spoken)})
     assert f"api version: {spoken} (set by api_version;" in pinned.stdout, pinned.stderr
     assert "client certificate expires" in report
+
+
+def test_doctor_reads_a_connection_from_the_environment_without_importing_airflow(daemon: Daemon, tmp_path: Path) -> None:
+    """Airflow's import is most of a second-long `doctor`: a JSON `AIRFLOW_CONN_...` is read as Airflow reads it, with
+    the same report; a secrets backend Airflow would ask first sends it through Airflow again."""
+    probe = ("import sys\nfrom remote_docker import cli\ncode = cli.main(['doctor'])\n"
+             "print('airflow imported:', 'airflow' in sys.modules)\nsys.exit(code)")
+    env = {"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": daemon.connection_json(), "AIRFLOW_HOME": str(tmp_path)}
+    fast = subprocess.run([str(VENV_BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert fast.returncode == 0, fast.stderr
+    assert fast.stdout.strip().splitlines()[-1] == "airflow imported: False"
+    assert f"daemon: https://127.0.0.1:{daemon.port}" in fast.stdout and "tls: mutual TLS, server certificate verified" in fast.stdout
+    (tmp_path / "airflow.cfg").write_text("[secrets]\nbackend = airflow.secrets.local_filesystem.LocalFilesystemBackend\n")
+    asked = subprocess.run([str(VENV_BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **env})
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip().splitlines()[-1] == "airflow imported: True"
 
 
 def test_doctor_failure_is_one_line(daemon: Daemon, other_pki: Path) -> None:
