@@ -6,9 +6,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from remote_docker import __version__, certs
+
+if TYPE_CHECKING:
+    from remote_docker.pool import DaemonPool
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -69,7 +72,7 @@ def _hook_class() -> type:
     return CliHook
 
 
-def _pool_without_airflow(args: argparse.Namespace) -> Any:
+def _pool_without_airflow(args: argparse.Namespace) -> DaemonPool | None:
     """The daemons of a connection given as an ``AIRFLOW_CONN_...`` JSON value, read as Airflow reads it but without
     importing Airflow (seconds less); None when Airflow must be asked: no such value, a URI, a value that does not
     parse (Airflow's own parse says what is wrong), or a secrets backend Airflow would ask before the environment."""
