@@ -94,8 +94,9 @@ class RemoteDockerHook(BaseHook):
         """Merge connection, environment and overrides into the daemons they name (``pool.pool_for``)."""
         fields = ConnectionFields.of(connection) if connection is not None else None
         if fields is not None:
-            _mask_inline_keys({**normalize_extras(fields.extra, self.conn_type), **self.overrides})
-            for old in old_extra_names(normalize_extras(fields.extra, self.conn_type)):
+            extras = normalize_extras(fields.extra, self.conn_type)
+            _mask_inline_keys({**extras, **self.overrides})
+            for old in old_extra_names(extras):
                 self.log.warning("connection %r names its key extra %r, which Airflow shows in clear in its connections "
                                  "API and form; rename it %r, which Airflow masks", self.remote_docker_conn_id, old,
                                  RENAMED_EXTRAS[old])
