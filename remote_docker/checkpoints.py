@@ -21,6 +21,7 @@ from typing import Any
 
 from remote_docker import compat
 from remote_docker.logs import LogFollower, until_supervisor_read
+from remote_docker.payloads import Checkpoint
 
 KEY = "remote_docker_log_checkpoint"
 # A checkpoint is written this long after the cursor it records was taken, so every line it
@@ -40,7 +41,7 @@ def begin(ti: Any, container_id: str) -> None:
     """The task is about to defer watching ``container_id``."""
     if not compat.TRIGGER_XCOMS:  # this Airflow's triggers can't keep checkpoints
         return
-    ti.xcom_push(KEY, {"container_id": container_id, "by": "worker"})
+    ti.xcom_push(KEY, Checkpoint(container_id=container_id, by="worker").to_payload())
 
 
 def end(ti: Any, log: Any) -> None:
@@ -77,11 +78,11 @@ class Checkpoints:
         if fresh:
             return
         saved = await self._load()
-        # the worker leaves a first record at deferral ("by": "worker"); a trigger's own means one ran before
-        if saved and saved.get("container_id") == self.container_id and saved.get("by") == "trigger":
-            follower.cursor = type(follower.cursor).from_dict(saved["cursor"])
-            follower.counts.update(saved.get("lines") or {})
-            follower.received = dict(saved["received"]) if isinstance(saved.get("received"), dict) else None
+        # the worker leaves a first record at deferral (by "worker"); a trigger's own means one ran before
+        if saved and saved.container_id == self.container_id and saved.by == "trigger" and saved.cursor:
+            follower.cursor = type(follower.cursor).from_dict(saved.cursor)
+            follower.counts.update(saved.lines or {})
+            follower.received = dict(saved.received) if isinstance(saved.received, dict) else None
             follower.resumed_midway()
             self.log.warning(
                 "--- remote-docker: a new triggerer resumes this log at its checkpoint; lines the container wrote "
@@ -116,7 +117,7 @@ class Checkpoints:
             return False
         return True
 
-    async def _load(self) -> dict | None:
+    async def _load(self) -> Checkpoint | None:
         from airflow.sdk.execution_time.xcom import XCom
 
         try:
@@ -124,7 +125,7 @@ class Checkpoints:
         except Exception as err:  # checkpoints are an aid: without one the log is replayed from the start
             self._broken(err)
             return None
-        return saved if isinstance(saved, dict) else None
+        return Checkpoint.from_payload(saved)
 
     async def _save(self, cursor: dict, counts: dict[str, int], received: dict[str, int] | None) -> bool:
         from airflow.sdk.execution_time.xcom import XCom
@@ -132,9 +133,8 @@ class Checkpoints:
         if self.broken:
             return False
         try:
-            record = {"container_id": self.container_id, "cursor": cursor, "lines": counts, "by": "trigger",
-                      **({"received": received} if received is not None else {})}
-            await XCom.aset(value=record, **_where(self.ti))
+            record = Checkpoint(container_id=self.container_id, by="trigger", cursor=cursor, lines=counts, received=received)
+            await XCom.aset(value=record.to_payload(), **_where(self.ti))
             return True
         except Exception as err:
             self._broken(err)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from remote_docker.engine import Engine, EngineError
-from remote_docker.ownership import Deployment, describe_stranger
+from remote_docker.ownership import Deployment
 from remote_docker.registry import ImageError, Source, ensure_image
 from remote_docker.spec import LABEL_PREFIX, TASK_KEYS, TRY_LABEL
 
@@ -191,55 +191,3 @@ def try_name(labels: Mapping[str, str]) -> str:
     digest = hashlib.sha256("\0".join(f"{k}={v}" for k, v in sorted(labels.items())).encode()).hexdigest()[:12]
     task = re.sub(r"[^a-zA-Z0-9_.-]+", "-", f"{labels[f'{LABEL_PREFIX}dag_id']}.{labels[f'{LABEL_PREFIX}task_id']}")
     return f"rd-{task[:80].strip('-.')}-{digest}"
-
-
-@dataclass(frozen=True)
-class Started:
-    """What ``start_once`` found or did."""
-
-    container_id: str | None  # None: an earlier try's container still runs (a worker decides)
-    created: bool = False  # this call created it: no earlier run of the trigger watched it
-
-
-async def ours_of_task(engine: Engine, identity: Mapping[str, str], deployment: Deployment, log: Any,
-                       *, try_too: bool = False) -> list[dict[str, Any]]:
-    """This deployment's containers of the task instance ``identity`` names (of its try only, ``try_too``),
-    oldest first; each other container carrying its labels is named in one log line and left alone."""
-    wanted = {k: v for k, v in identity.items() if try_too or k != TRY_LABEL}
-    ours = []
-    for container in await engine.find(wanted):
-        if deployment.owns(container.get("Labels")):
-            ours.append(container)
-        else:
-            log.warning("%s", describe_stranger(container))
-    return ours
-
-
-async def start_once(engine: Engine, launch: Launch, identity: Mapping[str, str], log: Any,
-                     admit: Callable[[Engine, str], Awaitable[bool]] | None = None) -> Started:
-    """Start this try's container, exactly once however often this runs (a triggerer restart or a
-    hand-over runs it again): the try's own container, if this deployment made it, is adopted (and
-    started if it was only created). None when an earlier try's container is still running: only a
-    worker, which knows how that try ended (task_state_store), may decide whether to reattach to it."""
-    named = launch if launch.name else replace(launch, name=try_name(identity))
-    this_try = int(identity[TRY_LABEL])
-    mine: list[dict[str, Any]] = []
-    if this_try != 1:  # try 1 has no earlier try, and a second run of it fails on the try's name
-        ours = await ours_of_task(engine, identity, launch.deployment, log)
-        mine = [c for c in ours if try_of(c["Labels"]) == this_try]
-        if not mine and any(c["State"] in _RUNNING_STATES and try_of(c["Labels"]) < this_try for c in ours):
-            return Started(None)
-    if not mine:
-        try:
-            return Started(await named.start(engine, log, admit=admit), created=True)
-        except LaunchError:
-            # an earlier run of this trigger (or a twin) created it first
-            mine = await ours_of_task(engine, identity, launch.deployment, log, try_too=True)
-            if not mine:
-                raise
-    container = mine[-1]
-    if container["State"] == "created":
-        await engine.start(container["Id"])
-    log.info("Continuing with container %s, which this try started before (%s); its log is followed from the last "
-             "checkpoint, or from its start: earlier lines may appear twice", container["Id"][:12], container["State"])
-    return Started(container["Id"])

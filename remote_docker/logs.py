@@ -16,7 +16,6 @@ import termios
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from remote_docker.logstream import (
@@ -30,6 +29,7 @@ from remote_docker.logstream import (
     scan_whole_lines,
     split_timestamp,
 )
+from remote_docker.payloads import LogHandover, LogSummary
 
 # A line longer than this is logged in pieces of this size (nothing is dropped); memory stays bounded.
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -131,16 +131,6 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-@dataclass
-class LogSummary:
-    """What the end of a watch reports about the container's output."""
-
-    last_stdout_line: str | None = None
-    last_line_in_event: bool = True  # False: the worker must read the last line back from the daemon
-    tail: list[list[str]] = field(default_factory=list)  # [stream, text] pairs, redacted
-    lines: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
-
-
 class LogFollower:
     """A container's log, turned into task-log lines: one record per line, stdout as INFO and
     stderr as WARNING, ``private_environment`` values redacted in every line, a bounded tail
@@ -175,27 +165,28 @@ class LogFollower:
             self.splitter.hold(int(stream), text.encode("latin-1"))
 
     @classmethod
-    def taking_over(cls, out: Any, handed: dict | None, **kwargs: Any) -> LogFollower:
-        """A follower that goes on where ``handover()`` of another one stopped."""
-        handed = handed or {}
-        return cls(out, LogCursor.from_dict(handed), counts=handed.get("lines"), partial=handed.get("partial"),
-                   received=handed.get("received"), **kwargs)
+    def taking_over(cls, out: Any, handed: LogHandover | None, **kwargs: Any) -> LogFollower:
+        """A follower that goes on where ``handover()`` of another one stopped (its sealed line opened first)."""
+        handed = handed or LogHandover()
+        return cls(out, LogCursor.from_dict(handed.cursor), counts=handed.lines, partial=handed.partial,
+                   received=handed.received, **kwargs)
 
-    def handover(self, seal: Callable[[bytes], str] | None = None) -> dict[str, Any]:
+    def handover(self, seal: Callable[[bytes], str] | None = None) -> LogHandover:
         """Where this follower stopped, for another to go on without repeating or splitting a line. A line begun
         but not ended travels too; when private values are set it travels sealed (``seal``: it may hold the start
         of one, and the hand-over is stored), so the next follower redacts the whole line. Without ``seal`` the
         begun line is logged here (it can't be redacted whole then)."""
         held = {str(stream): bytes(buffer).decode("latin-1") for stream, buffer in self.splitter.held().items()}
-        sealed = {}
+        sealed = None
         if held and self.secrets:
             if seal is None:
                 self.flush()
             else:
-                sealed = {"sealed_partial": seal(json.dumps(held).encode())}
+                sealed = seal(json.dumps(held).encode())
             held = {}
-        return {**self.cursor.to_dict(), "lines": dict(self.counts), "partial": held, **sealed,
-                **({"received": dict(self.received)} if self.received is not None else {})}
+        cursor = self.cursor.to_dict()
+        return LogHandover(since=cursor["since"], recent=cursor["recent"], lines=dict(self.counts), partial=held,
+                           sealed_partial=sealed, received=dict(self.received) if self.received is not None else None)
 
     def keep_secret(self, value: str) -> None:
         if len(value) >= MIN_REDACTED_LENGTH and value not in self.secrets:

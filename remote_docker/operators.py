@@ -1,45 +1,46 @@
 """``RemoteDockerOperator``: run a container on a remote daemon while the task is deferred.
 
-1. ``execute`` (worker): resolve the daemon or pool; reattach to a running container of an earlier
-   try (``reattach``), or place and start one (``placement``, ``launch``; a full pool waits in
-   ``capacity``); follow it ``defer_after`` seconds, then defer to ``ContainerTrigger``.
-   A container that ends within that time finishes here (step 3) with no deferral; with
-   ``start_from_trigger`` the triggerer starts it instead (``trigger_start``).
-2. ``ContainerTrigger.run`` (triggerer): stream the log, wait for the end; a container that exited 0
-   whose result needs no decoding ends its task there (``ending``), else the trigger reports the end.
-3. ``execute_complete`` (worker): judge the end by a fresh inspect, collect the result
-   (decoded here only), remove the container per ``auto_remove`` (``outcome``).
+A task's life, in three paths shared by worker and triggerer (docs/architecture.md):
 
-With ``deferrable=False`` the worker runs the same watch itself. See docs/architecture.md.
+1. ``execute`` (worker): the task's ``TaskPlan`` (``plan``), then the one start path (``start.start``:
+   reattach, or place and launch; a full pool waits in ``CapacityTrigger``); follow the container
+   (``watch.ContainerWatch``) for ``plan.follow_for`` seconds, then defer to ``ContainerTrigger``. A container
+   that ends within that time finishes here (``finish``) with no deferral; with ``start_from_trigger`` the
+   triggerer starts it instead.
+2. ``ContainerTrigger.run`` (triggerer): follow to the end; a container that exited 0 whose result needs
+   no decoding ends its task there (``finish.end_in_triggerer``), else the trigger reports the end.
+3. ``execute_complete`` (worker): the one finish path (``finish.Finish.on_worker``): judge the end by a fresh
+   inspect, read the result (decoded here only), remove the container per ``auto_remove``.
+
+With ``deferrable=False`` the worker follows to the end itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import threading
 import time
 from collections.abc import Container, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import capacity, checkpoints, compat, ending, history, ownership, reattach, trigger_start
+from remote_docker import checkpoints, compat, history, ownership, start
+from remote_docker.capacity import CapacityTrigger
 from remote_docker.compat import AirflowException, AirflowFailException, AirflowTaskTimeout
 from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
-from remote_docker.engine import Engine
-from remote_docker.events import WatchEnd
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch, LaunchError
 from remote_docker.logs import LogFollower, container_log
-from remote_docker.outcome import Outcome
 from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
-from remote_docker.placement import Placement, PlacementError, start_placed
-from remote_docker.pool import DaemonPool, Member
+from remote_docker.payloads import ContainerRecord, LogHandover, RoomFound, WatchEnd
+from remote_docker.placement import PlacementError
+from remote_docker.plan import OWN_METHODS, PerTask, TaskPlan, plan_of, start_trigger_args_of, trigger_kwargs
+from remote_docker.pool import Member
 from remote_docker.registry import PULL_POLICIES, ImageError, source_for
 from remote_docker.spec import (
     TEMPLATED_FIELDS,
@@ -56,18 +57,23 @@ from remote_docker.watch import ContainerWatch
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# A container of a task with no history that ends within this many seconds of starting finishes on the worker with
-# no deferral; within this plus min_deferred_seconds when its task would resume on a worker (3.3+, follow_for).
-DEFAULT_DEFER_AFTER = 2.0
-# A task whose last successful run took at least this long defers at once (follow_for): what a deferral
-# costs it is then at most ~1/5 of its run (BENCHMARKS.md, the length sweep). Ending in the triggerer costs
-# its pickup and event; resuming on a worker also a worker start and the stale-event guard.
-LONG_IF_ENDING_IN_TRIGGERER = 10.0
-LONG_IF_RESUMING_ON_WORKER = 50.0
 AUTO_REMOVE_MODES = ("never", "success", "force")
-# Operator arguments that become the container (one per ContainerSpec field)
-SPEC_FIELDS = tuple(f.name for f in fields(ContainerSpec))
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The container ended while this worker followed it: the task's result."""
+
+    result: Any
+
+
+@dataclass(frozen=True)
+class StillRunning:
+    """The container outlasted the worker's follow: the task defers, its trigger going on from ``handover``."""
+
+    started: start.Started
+    handover: LogHandover
 
 
 def _choice(value: Any, allowed: Sequence[str], name: str) -> str:
@@ -104,7 +110,7 @@ class RemoteDockerOperator(BaseOperator):
         3.3): one that took long defers at once, one that was short is followed on the worker as the
         official operator does (deferring only if it runs twice as long); without one, 2 s.
     :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3), when it
-        needs nothing of one (``trigger_start.why_not``; the worker logs the reason when it does). For
+        needs nothing of one (``TaskPlan.worker_start_reason``; the worker logs the reason when it does). For
         many parallel long containers: it saves a worker start per task, and costs a short task the
         triggerer's own pickup and event latency (~2 s), so it is off by default.
     :param min_deferred_seconds: a task that resumes on a worker after a worker deferral does so no
@@ -118,9 +124,9 @@ class RemoteDockerOperator(BaseOperator):
     ui_color = "#d9ecfb"
     missing_executable = Launch.missing_executable
     # Airflow reads these on the class (mapped tasks: never from the triggerer) and on each task when it
-    # serializes the DAG (trigger_start decides, with everything set by then)
-    start_from_trigger = trigger_start.start_from_trigger
-    start_trigger_args = trigger_start.start_trigger_args
+    # serializes the DAG (the plan decides, with everything set by then)
+    start_from_trigger = PerTask(False, lambda task: task.plan().worker_start_reason is None)
+    start_trigger_args = PerTask(None, lambda task: start_trigger_args_of(task.plan()))
 
     def __init__(
         self,
@@ -193,7 +199,7 @@ class RemoteDockerOperator(BaseOperator):
     ) -> None:
         arguments = dict(locals())  # before any other local: the container's fields are set from it below
         super().__init__(**kwargs)
-        for name in (*SPEC_FIELDS, *OVERRIDE_ARGUMENTS):
+        for name in (*ContainerSpec.__dataclass_fields__, *OVERRIDE_ARGUMENTS):
             setattr(self, name, arguments[name])
         self.environment = dict(environment or {})
         self.private_environment = dict(private_environment or {})
@@ -210,7 +216,7 @@ class RemoteDockerOperator(BaseOperator):
         self.max_output_bytes = max_output_bytes
         self.files = dict(files or {})
         self.folders: dict[str, int] = {}  # container folders to create first (path -> mode)
-        self.remote_docker_conn_id, self.daemon_pin = remote_docker_conn_id, daemon
+        self.remote_docker_conn_id, self.daemon = remote_docker_conn_id, daemon
         self.daemon_labels = dict(daemon_labels or {})
         self.docker_conn_id, self.credential_helper, self.aws_conn_id = docker_conn_id, credential_helper, aws_conn_id
         self.pull = "always" if force_pull else _choice(pull, PULL_POLICIES, "pull")
@@ -229,10 +235,10 @@ class RemoteDockerOperator(BaseOperator):
         self.ignored_arguments = [name for name, value in (("mount_tmp_dir", mount_tmp_dir), ("tmp_dir", tmp_dir),
                                                            ("host_tmp_dir", host_tmp_dir),
                                                            ("tls_ssl_version", tls_ssl_version)) if value]
+        # where the container runs, once it does: on_kill, ``cli`` and ``container`` need them
         self.container_id: str | None = None
-        self.daemon: Member | None = None  # the daemon of the pool the container is on
-        self._handed_over: dict | None = None  # the log cursor the trigger takes over
-        self._worker_start_reason: str | None = None
+        self.running_on: Member | None = None
+        self._worker_start_reason: str | None = None  # as the scheduler saw it, before the templates were rendered
 
     # ------------------------------------------------------------------ connection
 
@@ -253,9 +259,9 @@ class RemoteDockerOperator(BaseOperator):
     def cli(self) -> Any:
         """A docker-py ``APIClient`` for the container's daemon (the official operator's ``cli``), for subclasses
         and callbacks."""
-        if self.daemon is None:
+        if self.running_on is None:
             return self.hook.get_conn().api
-        return RemoteDockerHook(self.remote_docker_conn_id, daemon=self.daemon.name, **self.hook_params).get_conn().api
+        return RemoteDockerHook(self.remote_docker_conn_id, daemon=self.running_on.name, **self.hook_params).get_conn().api
 
     @property
     def container(self) -> dict[str, str] | None:
@@ -265,15 +271,10 @@ class RemoteDockerOperator(BaseOperator):
     format_command = staticmethod(parse_command)  # the official operator's: a "[...]" string becomes a list
     unpack_environment_variables = staticmethod(parse_env_file)  # the official operator's: KEY=VALUE lines
 
-    def container_spec(self) -> ContainerSpec:
-        return ContainerSpec(**{name: getattr(self, name) for name in SPEC_FIELDS})
-
-    def outcome(self) -> Outcome:
-        return Outcome(image=self.image, skip_on_exit_code=self.skip_on_exit_code, execution_timeout=self.execution_timeout,
-                       do_xcom_push=self.do_xcom_push, xcom_all=self.xcom_all, tty=self.tty,
-                       retrieve_output=self.retrieve_output, retrieve_output_path=self.retrieve_output_path,
-                       output_format=self.output_format, max_output_bytes=self.max_output_bytes,
-                       auto_remove=self.auto_remove, stop_timeout=self.stop_timeout)
+    def plan(self) -> TaskPlan:
+        """This task's plan, from its arguments as they stand (``plan.plan_of``)."""
+        own = frozenset(name for name in OWN_METHODS if getattr(type(self), name) is not getattr(RemoteDockerOperator, name))
+        return plan_of(self, own)
 
     def _run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run engine work on this worker: one event loop, one client, failures as one line."""
@@ -289,11 +290,12 @@ class RemoteDockerOperator(BaseOperator):
     # ------------------------------------------------------------------ execute
 
     def execute(self, context: Context) -> Any:
-        self._mask_private_environment()
+        plan = self.plan()
+        self._mask_private_environment(plan)
         if self.ignored_arguments:
             self.log.warning("%s: %s ignored: a remote daemon can't see the worker's folders (use files= or a named "
                              "volume), and TLS is always 1.2 or newer", self.task_id, ", ".join(self.ignored_arguments))
-        if self.deferrable and is_inline_pem(self.tls_client_key):
+        if plan.deferrable and is_inline_pem(self.tls_client_key):
             # Airflow 3.3 stores trigger kwargs (where overrides travel) unencrypted in its database
             raise AirflowFailException(
                 "tls_client_key is PEM text: a deferred task would store it in clear in Airflow's trigger table; "
@@ -302,137 +304,91 @@ class RemoteDockerOperator(BaseOperator):
         if self.start_from_trigger_wish and self._worker_start_reason:
             self.log.info("Starting on a worker, not in the triggerer: %s.", self._worker_start_reason)
         ti = context["ti"]
-        labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         deployment = ownership.for_worker()
         try:
-            launch = Launch(image=self.image, body=self.container_spec().create_body(deployment.stamp(labels)),
-                            deployment=deployment, name=self.container_name,
-                            pull=self.pull, credentials=source_for(self.docker_conn_id, self.credential_helper, self.aws_conn_id),
-                            archive=files_archive(self.files, self.folders) if self.files or self.folders else None,
-                            missing_executable=self.missing_executable)
+            launch = Launch(image=plan.spec.image, body=plan.spec.create_body(deployment.stamp(identity)),
+                            deployment=deployment, name=plan.spec.container_name, pull=plan.pull,
+                            credentials=source_for(*plan.registry),
+                            archive=files_archive(plan.files, plan.folders) if plan.files or plan.folders else None,
+                            missing_executable=plan.missing_executable)
         except (SpecError, ImageError) as err:
             raise AirflowFailException(str(err)) from None
-        deadline = self._deadline(ti)
-        result = self._run(self._start_and_follow(context, launch, labels, deadline))
-        if isinstance(result, Placement):  # every daemon that may take it is full: wait, without the slot
-            self.log.info("Every daemon this task may use is full (%s); waiting for room.", result.describe())
-            self.defer(trigger=capacity.trigger_for(self, labels, deadline), method_name="execute_after_wait")
-        if result is not _STILL_RUNNING:
-            return result
-        trigger = ContainerTrigger(
-            container_id=self.container_id, remote_docker_conn_id=self.remote_docker_conn_id, daemon=self.daemon.name,
-            hook_params=self.hook_params, deadline=deadline, log_cursor=self._handed_over, tty=self.tty,
-            stop_timeout=self.stop_timeout, poll_interval=self.poll_interval, secret_env=sorted(self.private_environment),
-            daemon_lost_timeout=self.daemon_lost_timeout,
-            not_before=time.time() + self.min_deferred_seconds if self.min_deferred_seconds else None,
-            ending=self.ending_here(),
-        )
+        deadline = plan.deadline(ti)
+        step = self._run(self._start_and_follow(context, plan, launch, identity, deadline))
+        if isinstance(step, Ended):
+            return step.result
+        if isinstance(step, start.Full):  # every daemon that may take it is full: wait, without the slot
+            self.defer(trigger=CapacityTrigger(plan.conn_id, identity, hook_params=plan.hook_params, daemon=plan.daemon,
+                                               daemon_labels=plan.daemon_labels, deadline=deadline,
+                                               poll_interval=plan.poll_interval),
+                       method_name="execute_after_wait")
+        trigger = ContainerTrigger(**trigger_kwargs(plan, container_id=step.started.container_id, deadline=deadline,
+                                                    daemon=step.started.daemon.name, handover=step.handover,
+                                                    not_before=plan.not_before()))
         self.log.info("Deferring while container %s runs; its output follows in this log.", self.container_id[:12])
-        reattach.remember(context, self.container_id, "deferred", self.log, self.daemon.name)
+        start.remember(context, ContainerRecord(self.container_id, "deferred", step.started.daemon.name), self.log)
         checkpoints.begin(ti, self.container_id)
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_after_wait(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """A daemon has room again (``capacity.CapacityTrigger``): place and start as ``execute`` does."""
-        if (event or {}).get("timeout"):
+        if RoomFound.from_payload(event).timeout:
             raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) reached while waiting for room on the pool")
         return self.execute(context)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         # why a worker runs this, read as the scheduler saw it: from the templates before they are rendered
-        self._worker_start_reason = trigger_start.why_not(self)
+        self._worker_start_reason = self.plan().worker_start_reason
         super().render_template_fields(context, jinja_env)
 
-    async def _start(self, pool: DaemonPool, launch: Launch, labels: dict, record: dict | None) -> tuple[Member, str] | Placement:
-        """Reattach to an earlier try's container wherever it is in the pool, or place and start one."""
-        found = await reattach.find_running_in(pool, self.hook.engine, labels, launch.deployment, record, self.stop_timeout,
-                                               self.log)
-        return found or await start_placed(pool, launch, labels, self.hook.engine, self.log, pin=self.daemon_pin,
-                                           wanted=self.daemon_labels)
-
-    async def _start_and_follow(self, context: Context, launch: Launch, labels: dict[str, str],
-                                deadline: float | None) -> Any:
+    async def _start_and_follow(self, context: Context, plan: TaskPlan, launch: Launch, identity: dict[str, str],
+                                deadline: float | None) -> Ended | start.Full | StillRunning:
         """Start (or reattach), then follow the container here: to its end with ``deferrable=False``, else
-        for ``defer_after`` seconds. The result if it ended, ``_STILL_RUNNING`` if the task should defer."""
-        record = reattach.recall(context, self.log)
+        for ``follow_for`` seconds."""
         pool = await self.hook.apool()
         pool.say_checks_off(self.log)
-        started = await self._start(pool, launch, labels, record)
-        if isinstance(started, Placement):
+        started = await start.start(pool, launch, identity, self.hook.engine, self.log, daemon=plan.daemon,
+                                    daemon_labels=plan.daemon_labels, record=start.recall(context, self.log),
+                                    stop_timeout=plan.stop_timeout)
+        if isinstance(started, start.Full):
             return started
-        self.daemon, self.container_id = started
-        async with self.hook.engine(self.daemon) as engine:
-            reattach.remember(context, self.container_id, "started", self.log, self.daemon.name)
-            follower = LogFollower(container_log(), tty=self.tty)
-            for value in self.private_environment.values():
+        assert isinstance(started, start.Started)  # a worker's start decides about earlier tries itself
+        self.running_on, self.container_id = started.daemon, started.container_id
+        start.remember(context, ContainerRecord(started.container_id, "started", started.daemon.name), self.log)
+        async with self.hook.engine(started.daemon) as engine:
+            follower = LogFollower(container_log(), tty=plan.tty)
+            for value in plan.private_environment.values():
                 follower.keep_secret(str(value))
-            watch = ContainerWatch(engine, self.container_id, follower, log=self.log, poll_interval=self.poll_interval,
-                                   give_up_after=self.daemon_lost_timeout, stop_timeout=self.stop_timeout)
-            if self.deferrable:
-                began = time.monotonic()
-                end = await watch.within(self.follow_for(context["ti"]), deadline)
-                ti = context["ti"]
+            watch = ContainerWatch(engine, started.container_id, follower, log=self.log, daemon=started.daemon.name,
+                                   poll_interval=plan.poll_interval, give_up_after=plan.daemon_lost_timeout,
+                                   stop_timeout=plan.stop_timeout)
+            if plan.deferrable:
+                ti, began = context["ti"], time.monotonic()
+                end = await watch.within(plan.follow_for(ti, self.log), deadline)
                 history.remember(ti.dag_id, ti.task_id, history.DEFERRED if end is None else time.monotonic() - began)
                 if end is None:  # still running: the trigger goes on from here
-                    self._handed_over = follower.handover(seal=launch.deployment.seal)
-                    return _STILL_RUNNING
+                    return StillRunning(started, follower.handover(seal=launch.deployment.seal))
             else:
                 try:
                     end = await watch.until_end_or_deadline(deadline)
                 except BaseException:
-                    await asyncio.shield(engine.stop(self.container_id, self.stop_timeout))
+                    await asyncio.shield(engine.stop(started.container_id, plan.stop_timeout))
                     raise
-            return await self._collect(engine, end)
+            return Ended(await plan.finish.on_worker(engine, end, self.log, explain=self.explain_failure))
 
-    def follow_for(self, ti: Any) -> float:
-        """Seconds this worker follows the container before the task defers (``defer_after``, else from history).
-
-        Deferring frees the slot but costs: the triggerer's pickup and event (~1-2 s), and for a task that resumes
-        on a worker a second worker start and the stale-event guard (``min_deferred_seconds``). So a task whose
-        last successful run was long defers at once, and one that was short is followed here, as the official
-        operator follows it, deferring only if it runs twice as long as then. A short run this worker followed to
-        its end is on record here (``history``); otherwise Airflow is asked (Airflow >= 3.3)."""
-        if self.defer_after is not None:
-            return self.defer_after
-        ends_in_triggerer = compat.END_IN_TRIGGERER and self.ending_here() is not None
-        previous = history.last(ti.dag_id, ti.task_id)  # a short run ended on this worker: no need to ask Airflow
-        if previous is None or previous == history.DEFERRED:
-            asked = _previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
-            if asked is None and previous == history.DEFERRED:
-                self.log.info("Deferring at once: this task outlasted its worker's follow time when it last ran here.")
-                return 0.0
-            previous = asked
-        if previous is None:  # no history
-            # where other tasks end in the triggerer, one that would resume on a worker pays the stale-event guard for a
-            # deferral: it is followed that long first. Before 3.3 every deferral resumes on a worker, and the short
-            # window is what frees a long task's slot at all.
-            guard = (self.min_deferred_seconds or 0.0) if compat.END_IN_TRIGGERER and not ends_in_triggerer else 0.0
-            return DEFAULT_DEFER_AFTER + guard
-        long = LONG_IF_ENDING_IN_TRIGGERER if ends_in_triggerer else LONG_IF_RESUMING_ON_WORKER + self.min_deferred_seconds
-        if previous >= long:
-            self.log.info("Deferring at once: this task's last successful run took %.0fs.", previous)
-            return 0.0
-        return max(DEFAULT_DEFER_AFTER, 2 * previous)
-
-    def ending_here(self) -> dict | None:  # how the trigger may end this task without a worker (ending.Ending)
-        return ending.for_task(self, RemoteDockerOperator)
-
-    def _mask_private_environment(self) -> None:
+    def _mask_private_environment(self, plan: TaskPlan) -> None:
         from airflow.sdk.log import mask_secret
 
-        for key, value in self.private_environment.items():
+        for key, value in plan.private_environment.items():
             mask_secret(str(value), key)
-
-    def _deadline(self, ti: Any) -> float | None:
-        """``execution_timeout`` as an absolute time: Airflow does not enforce it while deferred."""
-        started = getattr(ti, "start_date", None) or dt.datetime.now(dt.timezone.utc)
-        return (started + self.execution_timeout).timestamp() if self.execution_timeout else None
 
     # ------------------------------------------------------------------ completion
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Back on a worker after the trigger fired: judge the container, collect the result, clean up."""
-        self._mask_private_environment()
+        plan = self.plan()
+        self._mask_private_environment(plan)
         end = WatchEnd.from_payload(event)
         if end.status == "start_on_worker":  # the triggerer started nothing: decide here, as a worker does
             self.log.info("Starting on a worker: %s.", end.message)
@@ -442,18 +398,15 @@ class RemoteDockerOperator(BaseOperator):
         checkpoints.end(ti, self.log)
         if (ran := end.ran_seconds()) is not None:  # its length, which the worker that deferred could not know
             history.remember(ti.dag_id, ti.task_id, ran)
-        if end.status == "error":
-            reattach.remember(context, self.container_id, "lost", self.log, end.daemon)  # it may live on: a retry reattaches
-        return self._run(self._complete(end))
+        if end.status == "error":  # it may live on: a retry reattaches
+            start.remember(context, ContainerRecord(self.container_id, "lost", end.daemon), self.log)
+        return self._run(self._finish(plan, end))
 
-    async def _complete(self, end: WatchEnd) -> Any:
+    async def _finish(self, plan: TaskPlan, end: WatchEnd) -> Any:
         pool = await self.hook.apool()
-        self.daemon = pool.member(end.daemon) if end.daemon and not pool.single else pool.members[0]
-        async with self.hook.engine(self.daemon) as engine:
-            return await self._collect(engine, end)
-
-    async def _collect(self, engine: Engine, end: WatchEnd) -> Any:
-        return await self.outcome().collect(engine, end, self.log, explain=self.explain_failure)
+        self.running_on = pool.member(end.daemon) if end.daemon and not pool.single else pool.members[0]
+        async with self.hook.engine(self.running_on) as engine:
+            return await plan.finish.on_worker(engine, end, self.log, explain=self.explain_failure)
 
     def explain_failure(self, err: AirflowException, end: WatchEnd) -> AirflowException:
         """The exception that fails the task; subclasses may know better than the exit code."""
@@ -465,7 +418,7 @@ class RemoteDockerOperator(BaseOperator):
             return
 
         async def stop() -> None:
-            async with self.hook.engine(self.daemon) as engine:
+            async with self.hook.engine(self.running_on) as engine:
                 if await engine.stop(container_id, self.stop_timeout) and self.auto_remove == "force":
                     await engine.remove(container_id)
 
@@ -477,17 +430,4 @@ class RemoteDockerOperator(BaseOperator):
 
         thread = threading.Thread(target=stop_in_own_loop, daemon=True)  # called from a signal handler, maybe
         thread.start()  # while this thread runs our event loop
-        thread.join(self.stop_timeout + 2 * (self.daemon.config.timeout if self.daemon else 60))
-
-
-_STILL_RUNNING = object()
-
-
-def _previous_duration(ti: Any) -> float | None:
-    """How long this task's previous successful run took (seconds), or None when there is none to ask."""
-    try:
-        previous = ti.get_previous_ti(state="success", map_index=ti.map_index)
-    except Exception:  # a history aid only: a failed lookup leaves the default
-        return None
-    duration = getattr(previous, "duration", None)
-    return float(duration) if duration is not None else None
+        thread.join(self.stop_timeout + 2 * (self.running_on.config.timeout if self.running_on else 60))

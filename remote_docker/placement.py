@@ -26,18 +26,15 @@ import asyncio
 import hashlib
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from remote_docker.engine import Engine, EngineError
 from remote_docker.engine.clients import shared_async_client
-from remote_docker.launch import Launch, LaunchError, NoRoom
 from remote_docker.pool import DaemonPool, Member
 from remote_docker.spec import TRY_LABEL
-
-EngineFor = Callable[[Member], AbstractAsyncContextManager[Engine]]  # RemoteDockerHook.engine
 
 COUNT_SECONDS = 1.0
 PROBE_SECONDS = 2.0
@@ -230,8 +227,8 @@ def _affinity(task_key: str, member: Member) -> str:
     return hashlib.sha256(f"{task_key}\0{member.name}".encode()).hexdigest()
 
 
-async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
-                labels: Mapping[str, str] | None = None, exclude: Mapping[str, str] | None = None,
+async def place(pool: DaemonPool, task_key: str, *, daemon: str | None = None,
+                daemon_labels: Mapping[str, str] | None = None, exclude: Mapping[str, str] | None = None,
                 hold: bool = True) -> Placement:
     """The daemon for the task ``task_key`` (its labels joined), or a Placement with no member when every
     candidate is full. ``exclude``: daemons that just failed this task (name -> why). ``hold``: the caller
@@ -239,7 +236,7 @@ async def place(pool: DaemonPool, task_key: str, *, pin: str | None = None,
     nothing here) the slot counts only until the next listing. Raises ``PlacementError`` when none
     answers, ``DaemonConfigError`` for a bad pin or labels."""
     exclude = dict(exclude or {})
-    candidates = [m for m in pool.matching(pin, labels) if m.name not in exclude]
+    candidates = [m for m in pool.matching(daemon, daemon_labels) if m.name not in exclude]
     if not candidates:
         tried = "; ".join(f"{pool.member(name).describe()}: {why}" for name, why in exclude.items())
         raise PlacementError(f"no daemon of {pool.source} could take the container ({tried})")
@@ -280,101 +277,36 @@ async def over_capacity(engine: Engine, member: Member, container_id: str) -> bo
     return over
 
 
-async def start_placed(pool: DaemonPool, launch: Launch, labels: Mapping[str, str], engine_for: EngineFor, log: Any,
-                       *, pin: str | None = None, wanted: Mapping[str, str] | None = None) -> tuple[Member, str] | Placement:
-    """Place the container and start it there: ``(member, container id)``, or the full ``Placement`` when
-    every candidate is at its limit (the caller waits, without a worker slot). A daemon that fails for
-    want of an answer, or fills up meanwhile, is left out and the next best tried."""
-    failed: dict[str, str] = {}
+async def wait_for_room(pool: DaemonPool, key: str, *, daemon: str | None, daemon_labels: Mapping[str, str] | None,
+                        poll_interval: float, log: Any, exclude: Mapping[str, str] | None = None, hold: bool = True,
+                        deadline: float | None = None, unreachable_waits: bool = False) -> Placement:
+    """``place``, again and again until a daemon has room: every ``poll_interval`` seconds, and at once when a
+    container this event loop watches ends (``room_freed``). Said in the log when the wait begins, every
+    ``WAIT_LOG_SECONDS`` after, and when it ends. A Placement with no member when the absolute UNIX ``deadline``
+    passes first. ``unreachable_waits``: no daemon answering is waited out too (a probe that creates nothing),
+    else ``PlacementError``."""
+    began = said_at = None
     while True:
-        placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=failed)
-        member = placement.member
-        if member is None:
-            return placement
-        if not pool.single:
-            log.info("Placing the container on %s (%s)", member.describe(), placement.describe())
-        container_id = None
-        try:
-            async with engine_for(member) as engine:
-                container_id = await launch.start(engine, log, admit=admission(member, placement.reservation))
-        except NoRoom:  # another placement took the room first: counted afresh, the next best (or a wait)
-            log.info("Daemon %s filled up meanwhile; placing again", member.describe())
-        except (EngineError, LaunchError) as err:
-            if pool.single or not await failed_here(member, engine_for, err):
-                raise
-            failed[member.name] = str(err)
-            log.warning("Daemon %s failed the start (%s); trying the next one", member.describe(), err)
-        else:
-            return member, container_id
-        finally:
-            if container_id is None:  # nothing of it is left (a start that fails removes what it made)
-                placement.reservation.release()
-
-
-async def failed_here(member: Member, engine_for: EngineFor, err: Exception) -> bool:
-    """Is a failed start on ``member`` the daemon's fault, so another daemon of the pool should try: it went
-    away (``went_away``), or its own parts failed under it (``LaunchError.daemon_fault``: a daemon shutting
-    down fails starts with containerd's "transport is closing" while it still answers pings)."""
-    if isinstance(err, LaunchError) and err.daemon_fault:
-        return True
-    return await went_away(member, engine_for, err)
-
-
-async def went_away(member: Member, engine_for: EngineFor, err: Exception) -> bool:
-    """Did a start on ``member`` fail because the daemon is going or gone (it shuts down, and its
-    last answers are errors of any kind)? Then it is noted down, and the start goes elsewhere."""
-    if isinstance(err, EngineError) and err.unreachable:
-        note_down(member, str(err))
-        return True
-    try:
-        async with engine_for(member) as engine:
-            await asyncio.wait_for(engine.ping(), PROBE_SECONDS)
-        return False
-    except (EngineError, asyncio.TimeoutError) as probe:
-        note_down(member, str(probe))
-        return True
-
-
-async def daemon_for_start(pool: DaemonPool, labels: Mapping[str, str], engine_for: EngineFor, log: Any, *,
-                           pin: str | None, wanted: Mapping[str, str] | None, poll_interval: float,
-                           exclude: Mapping[str, str] | None = None) -> tuple[Member, Reservation]:
-    """For a start in the triggerer: the daemon that holds this try's container already (an earlier run of
-    the trigger made it), else the placed one and the slot held there (the caller marks it created or
-    released), waiting for room as long as it takes (no worker waits)."""
-    if pool.single:
-        return pool.members[0], Reservation()
-    if not exclude:
-        for member in pool.matching(pin, wanted):
-            try:
-                found = await listing(member)
-            except EngineError as err:
-                if not err.unreachable:
-                    raise
-                continue
-            if any(all(c["Labels"].get(k) == v for k, v in labels.items()) for c in found):
-                return member, Reservation()
-    said_at = None
-    while True:
+        if deadline is not None and time.time() >= deadline:
+            return Placement(None)
         mark = room_mark()
-        placement = await place(pool, task_key(labels), pin=pin, labels=wanted, exclude=exclude)
-        if placement.member is not None:
-            log.info("Placing the container on %s (%s)", placement.member.describe(), placement.describe())
-            return placement.member, placement.reservation
-        if said_at is None or time.monotonic() - said_at >= WAIT_LOG_SECONDS:
-            log.info("Every daemon this task may use is full (%s); waiting for room.", placement.describe())
-            said_at = time.monotonic()
+        try:
+            placement = await place(pool, key, daemon=daemon, daemon_labels=daemon_labels, exclude=exclude, hold=hold)
+        except PlacementError as err:
+            if not unreachable_waits:
+                raise
+            log.warning("Waiting for room: %s", err)
+        else:
+            if placement.member is not None:
+                if began is not None:
+                    log.info("Daemon %s has room after %.0fs (%s)", placement.member.describe(),
+                             time.monotonic() - began, placement.describe())
+                return placement
+            began = time.monotonic() if began is None else began
+            if said_at is None or time.monotonic() - said_at >= WAIT_LOG_SECONDS:
+                log.info("Every daemon this task may use is full (%s); waiting for room.", placement.describe())
+                said_at = time.monotonic()
         await room_or_timeout(poll_interval, since=mark)
-
-
-def admission(member: Member, slot: Reservation) -> Callable[[Engine, str], Awaitable[bool]]:
-    """``Launch.start``'s admit check, asked once the container exists: the slot is marked created (so the
-    next listing, which shows the container, replaces it), and on a member with ``max_containers`` the
-    container is refused if it is beyond the limit (see ``over_capacity``)."""
-    async def admit(engine: Engine, container_id: str) -> bool:
-        slot.created()
-        return not member.max_containers or not await over_capacity(engine, member, container_id)
-
-    return admit
 
 
 def task_key(labels: Mapping[str, str]) -> str:

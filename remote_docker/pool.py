@@ -74,10 +74,10 @@ class DaemonPool:
             if why := member.config.checks_off:
                 log.warning("Connecting to %s with %s", member.describe(), why)
 
-    def matching(self, pin: str | None = None, labels: Mapping[str, str] | None = None) -> list[Member]:
+    def matching(self, daemon: str | None = None, daemon_labels: Mapping[str, str] | None = None) -> list[Member]:
         """The members a task may go to: the pinned one, or those carrying every wanted label."""
-        chosen = [self.member(pin)] if pin else list(self.members)
-        wanted = {str(k): str(v) for k, v in (labels or {}).items()}
+        chosen = [self.member(daemon)] if daemon else list(self.members)
+        wanted = {str(k): str(v) for k, v in (daemon_labels or {}).items()}
         fitting = [m for m in chosen if all(m.labels.get(k) == v for k, v in wanted.items())]
         if not fitting:
             have = "; ".join(f"{m.name}: {dict(m.labels) or 'no labels'}" for m in chosen)

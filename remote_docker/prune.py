@@ -31,12 +31,12 @@ from airflow.sdk import BaseOperator
 from remote_docker import ownership
 from remote_docker.compat import AirflowException
 from remote_docker.connection import DEFAULT_CONN_ID
-from remote_docker.ending import state_key
 from remote_docker.engine import Engine, EngineError
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.ownership import Deployment
 from remote_docker.pool import Member
 from remote_docker.spec import LABEL_PREFIX
+from remote_docker.triggers import state_key
 
 # Airflow's finished states: a container of such a task instance is an orphan
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}

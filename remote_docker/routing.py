@@ -93,12 +93,12 @@ def task_policy_from(path: str | Path):
     def task_policy(task: Any) -> None:
         from remote_docker.operators import RemoteDockerOperator
 
-        if not isinstance(task, RemoteDockerOperator) or task.daemon_pin or task.daemon_labels:
+        if not isinstance(task, RemoteDockerOperator) or task.daemon or task.daemon_labels:
             return
         dag_id = task.dag.dag_id if getattr(task, "dag", None) else getattr(task, "dag_id", "")
         route = route_for(routes, dag_id, task.task_id)
         if route is not None:
-            task.daemon_pin = route.daemon
+            task.daemon = route.daemon
             task.daemon_labels = dict(route.daemon_labels)
 
     return task_policy

@@ -2,13 +2,13 @@
 
 Lifecycle of ``run()``:
 
-1. start, when the task started in the triggerer (``start``): this try's container is found by
-   its labels or created and started, exactly once however often this runs (``launch.start_once``);
-2. resume: the log cursor from the worker, or a checkpoint a dead triggerer left;
-3. follow the log and wait for the exit, riding out daemon outages; at the deadline kill the
-   container;
+1. start, when the task starts in the triggerer (``start``): the one start path (``start.start``), which
+   finds this try's container by its labels or creates and starts it, exactly once however often this runs;
+2. resume: the log hand-over from the worker, or a checkpoint a dead triggerer left;
+3. follow the log and wait for the exit (the one follow path, ``watch.ContainerWatch``), riding out daemon
+   outages; at the deadline kill the container;
 4. end: a container that exited 0 and needs nothing of a worker ends its task here
-   (``ending``); otherwise one event (``events.WatchEnd``) resumes the task on a worker.
+   (``finish.end_in_triggerer``); otherwise one event (``payloads.WatchEnd``) resumes the task on a worker.
 
 Besides starting, the only things it does to a container are those nobody else can do while
 the task is deferred: kill it at the deadline, stop it when a user marks or clears the task
@@ -22,25 +22,24 @@ import importlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from remote_docker import checkpoints, compat, ownership
-from remote_docker.events import WatchEnd
 from remote_docker.logs import LogFollower, container_log, recent_lines, until_supervisor_read
+from remote_docker.payloads import Ending, LogHandover, StartRequest, WatchEnd
 from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
 
 if TYPE_CHECKING:
-    from remote_docker.ending import Ending
     from remote_docker.engine import Engine
     from remote_docker.hook import RemoteDockerHook
 
 # Airflow imports this module on the triggerer's event loop (triggerer_job_runner.py, get_trigger_by_classpath), so
 # it imports only what is light; the engine layer (aiodocker, aiohttp, docker-py: ~0.4 s) is imported in a thread the
 # first time a trigger runs here (``engine_layer``), and the methods below import from it once it is there.
-ENGINE_LAYER = ("remote_docker.ending", "remote_docker.hook", "remote_docker.launch", "remote_docker.placement",
-                "remote_docker.watch")
+ENGINE_LAYER = ("remote_docker.finish", "remote_docker.hook", "remote_docker.start", "remote_docker.watch")
 _engine_layer_ready = False
 
 
@@ -75,7 +74,7 @@ class ContainerTrigger(BaseTrigger):
     :param remote_docker_conn_id: daemon connection; ``hook_params`` are the operator's overrides.
     :param daemon: the daemon of a pool connection the container is on (placed here when it starts here).
     :param deadline: absolute UNIX time after which the container is killed (``execution_timeout``).
-    :param log_cursor: where an earlier watcher stopped reading (``LogFollower.handover()``).
+    :param log_cursor: where an earlier watcher stopped reading (``payloads.LogHandover``).
     :param tty: whether the container has a TTY (its log stream is then not multiplexed).
     :param stop_timeout: seconds between SIGTERM and SIGKILL when a user stops the task.
     :param poll_interval: seconds between state checks when no log stream can be followed.
@@ -86,10 +85,9 @@ class ContainerTrigger(BaseTrigger):
         the trigger's kwargs (Airflow stores those in its database).
     :param checkpoint_interval: seconds between log checkpoints (an XCom of the task instance), so a
         trigger restarted elsewhere repeats at most this much (+ ``checkpoints.LAG``) of the log; 0: none.
-    :param ending: how the task may end here (``ending.Ending``); None: always resume on a worker.
-    :param start: the container to start here: ``spec`` (``ContainerSpec`` fields but the templated
-        ones, which are kwargs of their own so the triggerer renders them), ``pull``,
-        ``missing_executable`` and ``execution_timeout`` (seconds).
+    :param ending: how the task may end here (``payloads.Ending``); None: always resume on a worker.
+    :param start: the container to start here (``payloads.StartRequest``); the templated ``ContainerSpec``
+        fields are kwargs of their own, so the triggerer renders them.
     """
 
     def __init__(
@@ -154,9 +152,9 @@ class ContainerTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await engine_layer()
-        from remote_docker import ending
         from remote_docker.connection import DaemonConfigError
         from remote_docker.engine import EngineError
+        from remote_docker.finish import end_in_triggerer
         from remote_docker.placement import room_freed
 
         follower = LogFollower.taking_over(container_log(), await self._handed_log(), tty=self.tty, tail_lines=self.tail_lines)
@@ -169,80 +167,62 @@ class ContainerTrigger(BaseTrigger):
                 # timeout the container was killed, or not: the daemon is asked again how many run
                 if end.status == "timeout":
                     room_freed(engine.url)
-                if end.succeeded and (how := self._ending_here()):
-                    task_end = await ending.end_task(engine, end, how, self.task_instance, self.log)
+                if end.succeeded and (ending := self._ending_here()):
+                    task_end = await end_in_triggerer(engine, end, ending, self.task_instance, self.log)
         except (DaemonConfigError, EngineError) as err:
             follower.flush()
-            end = WatchEnd("error", self.container_id, log=follower.summary(), message=str(err))
+            end = WatchEnd("error", self.container_id, log=follower.summary(), message=str(err), daemon=self.daemon)
         await self._pause_before_firing(follower, resuming_on_worker=task_end is None)
         yield task_end or TriggerEvent(end.to_payload())
 
-    async def _handed_log(self) -> dict | None:
+    async def _handed_log(self) -> LogHandover:
         """``log_cursor`` with the line the worker had begun opened: it travels sealed when private values are set."""
-        handed = self.log_cursor
-        if not handed or "sealed_partial" not in handed:
+        handed = LogHandover.from_payload(self.log_cursor)
+        if handed.sealed_partial is None:
             return handed
         try:
             deployment = await ownership.for_trigger()
-            partial = json.loads(deployment.unseal(handed["sealed_partial"]))
+            partial = json.loads(deployment.unseal(handed.sealed_partial))
         except Exception as err:  # a secret changed mid-task (InvalidToken), or none can be read here
             self.log.warning("The line the container had begun when the worker deferred could not be opened here "
                              "(%s): its beginning is not in this log.", type(err).__name__)
             partial = {}
-        return {**handed, "partial": partial}
+        return replace(handed, partial=partial, sealed_partial=None)
 
     async def _start(self) -> WatchEnd | None:
         """Start this try's container here, placed on a daemon of the pool; a ``WatchEnd`` when that can't be done."""
-        from remote_docker.engine import EngineError
-        from remote_docker.launch import Launch, LaunchError, NoRoom, start_once
-        from remote_docker.placement import PlacementError, admission, daemon_for_start, failed_here, invalidate
+        from remote_docker.launch import Launch, LaunchError
+        from remote_docker.placement import PlacementError
+        from remote_docker.start import EarlierTryRuns, Full, start
 
         ti = self.task_instance
-        labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
             deployment = await ownership.for_trigger()
         except ownership.NoSecretYet as err:
             return WatchEnd("start_on_worker", None, message=str(err))
+        request = StartRequest.from_payload(self.start)
         try:
-            spec = ContainerSpec(**self.start["spec"], **{name: getattr(self, name) for name in TEMPLATED_FIELDS})
-            launch = Launch(image=spec.image, body=spec.create_body(deployment.stamp(labels)), deployment=deployment,
-                            name=spec.container_name,
-                            pull=self.start.get("pull", "missing"),
-                            missing_executable=self.start.get("missing_executable", Launch.missing_executable))
-            hook, gone = self.hook(), {}
+            spec = ContainerSpec(**request.spec, **{name: getattr(self, name) for name in TEMPLATED_FIELDS})
+            launch = Launch(image=spec.image, body=spec.create_body(deployment.stamp(identity)), deployment=deployment,
+                            name=spec.container_name, pull=request.pull,
+                            missing_executable=request.missing_executable or Launch.missing_executable)
+            hook = self.hook()
             pool = await hook.apool()
             pool.say_checks_off(self.log)
-            while True:  # a daemon that fills up between placement and create is left out and the next one tried
-                member, slot = await daemon_for_start(pool, labels, hook.engine, self.log, pin=self.start.get("pin"),
-                                                      wanted=self.start.get("daemon_labels"),
-                                                      poll_interval=self.poll_interval, exclude=gone)
-                self.daemon = member.name
-                started = None
-                try:
-                    async with hook.engine(member) as engine:
-                        started = await start_once(engine, launch, labels, self.log, admit=admission(member, slot))
-                    break
-                except NoRoom:  # another start took the room first: placed again on fresh counts (or it waits)
-                    invalidate(member)
-                except (EngineError, LaunchError) as err:
-                    if pool.single or not await failed_here(member, hook.engine, err):
-                        raise
-                    self.log.warning("Daemon %s failed the start (%s); trying the next one", member.describe(), err)
-                    gone = {**gone, member.name: str(err)}
-                finally:
-                    if started is None:  # nothing of it is left (a start that fails removes what it made)
-                        slot.release()
-                    elif slot.created_at is None:  # it adopted a container an earlier run made
-                        slot.created()
+            started = await start(pool, launch, identity, hook.engine, self.log, daemon=request.daemon,
+                                  daemon_labels=request.daemon_labels, in_triggerer=True, poll_interval=self.poll_interval)
         except (SpecError, LaunchError, PlacementError) as err:
             return WatchEnd("error", None, message=str(err), retryable=isinstance(err, PlacementError), daemon=self.daemon)
-        self.container_id, self._created_here = started.container_id, started.created
-        if self.container_id is None:
-            return WatchEnd("start_on_worker", None, daemon=member.url,
+        assert not isinstance(started, Full)  # the triggerer waits for room instead
+        self.daemon = started.daemon.name
+        if isinstance(started, EarlierTryRuns):
+            return WatchEnd("start_on_worker", None, daemon=self.daemon,
                             message="a container of an earlier try of this task is still running")
-        if (timeout := self.start.get("execution_timeout")) and self.deadline is None:
+        self.container_id, self._created_here = started.container_id, started.created
+        if request.execution_timeout and self.deadline is None:
             began = getattr(ti, "start_date", None)
-            self.deadline = (began.timestamp() if began else time.time()) + timeout
+            self.deadline = (began.timestamp() if began else time.time()) + request.execution_timeout
         return None
 
     async def _watch(self, engine: Engine, follower: LogFollower) -> WatchEnd:
@@ -251,7 +231,8 @@ class ContainerTrigger(BaseTrigger):
 
         container_id = self.container_id
         # a task of this triggerer waiting for room on this daemon looks as soon as the daemon says it stopped
-        watch = ContainerWatch(engine, container_id, follower, log=self.log, poll_interval=self.poll_interval,
+        watch = ContainerWatch(engine, container_id, follower, log=self.log, daemon=self.daemon,
+                               poll_interval=self.poll_interval,
                                give_up_after=self.daemon_lost_timeout, secret_env=self.secret_env,
                                on_exit=lambda: room_freed(engine.url, container_id), stop_timeout=self.stop_timeout)
         keeping = await self._resume(follower)
@@ -271,11 +252,11 @@ class ContainerTrigger(BaseTrigger):
         return asyncio.create_task(keeper.keep(follower))
 
     def _ending_here(self) -> Ending | None:
-        from remote_docker import ending
+        from remote_docker.finish import possible_in_triggerer
 
-        if self.task_instance_in_triggerer is None or not ending.possible_here():
+        if self.task_instance_in_triggerer is None or not possible_in_triggerer():
             return None
-        return ending.Ending.from_kwargs(self.ending)
+        return Ending.from_payload(self.ending)
 
     async def _pause_before_firing(self, follower: LogFollower, *, resuming_on_worker: bool) -> None:
         pause = 0.0
@@ -315,10 +296,8 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance_in_triggerer
         if not compat.ON_KILL_ON_HANDOVER or ti is None:
             return False
-        from remote_docker import ending
-
         try:
-            state = await ending.task_state(ti)
+            state = await task_state(ti)
         except Exception as err:  # Airflow won't say: act as asked, as Airflow meant a user's action
             self.log.warning("Could not read this task's state (%s); taking on_kill as a user's action.", err)
             return False
@@ -332,7 +311,7 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance_in_triggerer
         if ti is None:
             return []
-        from remote_docker.launch import ours_of_task
+        from remote_docker.start import ours_of_task
 
         identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:
@@ -345,3 +324,19 @@ class ContainerTrigger(BaseTrigger):
 def log_drain_seconds() -> float:
     """How long after its last line a trigger waits before it fires (see LOG_DRAIN_SECONDS)."""
     return min(LOG_DRAIN_SECONDS, LOG_DRAIN_FLOOR + recent_lines.count() / SUPERVISOR_LINES_PER_SECOND)
+
+
+def state_key(task_id: str, map_index: int) -> str:
+    """How Airflow's get_task_states names a task instance within a run."""
+    return task_id if map_index < 0 else f"{task_id}_{map_index}"
+
+
+async def task_state(ti: Any) -> str | None:
+    """This task instance's state, asked of Airflow through the triggerer's supervisor (3.3+)."""
+    from airflow.sdk.execution_time.comms import GetTaskStates
+    from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+    answer = await SUPERVISOR_COMMS.asend(GetTaskStates(dag_id=ti.dag_id, map_index=ti.map_index,
+                                                        task_ids=[ti.task_id], run_ids=[ti.run_id]))
+    per_run = (getattr(answer, "task_states", None) or {}).get(ti.run_id) or {}
+    return per_run.get(state_key(ti.task_id, ti.map_index))

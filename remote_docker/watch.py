@@ -1,4 +1,4 @@
-"""Follow one started container until it ends: the loop the trigger runs, and the worker too.
+"""The one follow path: a started container followed until it ends, by the trigger and the worker alike.
 
 The log is followed with a timestamp cursor; a dropped stream is resumed, never taken as an
 exit; the container's state decides when it has ended. After the end a non-follow read
@@ -18,10 +18,10 @@ import anyio
 
 from remote_docker import compat
 from remote_docker.engine import Engine, EngineError
-from remote_docker.events import WatchEnd
 from remote_docker.logs import LogFollower
 from remote_docker.logstream import STDERR, FrameDecoder, split_timestamp
 from remote_docker.outages import DaemonLost, Outages, kill_that_ended
+from remote_docker.payloads import WatchEnd
 
 # Stop streaming (and only wait for the exit) after this many log reads fail in a row.
 MAX_LOG_ERRORS = 3
@@ -32,10 +32,11 @@ REST_TAIL_ENTRIES = 256
 class ContainerWatch:
     """One container, one daemon, one follower; ``until_end()`` returns how it ended."""
 
-    def __init__(self, engine: Engine, container_id: str, follower: LogFollower, *, log: Any,
+    def __init__(self, engine: Engine, container_id: str, follower: LogFollower, *, log: Any, daemon: str | None = None,
                  poll_interval: float = 2.0, give_up_after: float = 300.0, secret_env: Iterable[str] = (),
                  on_exit: Callable[[], None] | None = None, stop_timeout: int = 10) -> None:
         self.engine = engine
+        self.daemon = daemon  # the pool member's name, for the event
         self.on_exit = on_exit  # told the moment the daemon says it stopped (or it is gone), before the log's end is read
         self.container_id = container_id
         self.follower = follower
@@ -82,7 +83,7 @@ class ContainerWatch:
                         return self._gone()
                     if err.unreachable:
                         await self.outages.lost(err)
-                    elif err.status == 501 or "does not support reading" in str(err):
+                    elif err.kind == "unsupported":
                         self.log.warning("The container's log driver can't be read back; waiting for it to exit "
                                          "without streaming its output.")
                         self.logs_readable = False
@@ -212,7 +213,7 @@ class ContainerWatch:
 
     def end(self, status: str, **details: Any) -> WatchEnd:
         return WatchEnd(status=status, container_id=self.container_id, log=self.follower.summary(),  # type: ignore[arg-type]
-                        daemon=self.engine.url, **details)
+                        daemon=self.daemon, **details)
 
     async def _mask_secrets(self, info: dict[str, Any]) -> None:
         """Redact the values of ``secret_env`` as the container has them: the triggerer never got them

@@ -7,6 +7,7 @@ import asyncio
 import json
 import struct
 import time
+from dataclasses import replace
 
 from remote_docker.logs import FLOOD_LINES, LINES_PER_RECORD, LogFollower
 from remote_docker.logstream import (
@@ -20,6 +21,7 @@ from remote_docker.logstream import (
     split_timestamp,
     stdout_lines,
 )
+from remote_docker.payloads import LogHandover
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -189,8 +191,8 @@ def test_a_begun_line_holding_part_of_a_private_value_travels_sealed_and_is_reda
     first.keep_secret("s3cret-value")
     first.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000001Z token=s3cr"))
     handed = first.handover(seal=deployment.seal)
-    assert first.out.records == [] and handed["partial"] == {} and b"s3cr" not in json.dumps(handed).encode()
-    opened = {**handed, "partial": json.loads(deployment.unseal(handed["sealed_partial"]))}
+    assert first.out.records == [] and handed.partial == {} and b"s3cr" not in json.dumps(handed.to_payload()).encode()
+    opened = replace(handed, partial=json.loads(deployment.unseal(handed.sealed_partial)), sealed_partial=None)
     out = Records()
     second = LogFollower.taking_over(out, opened)
     second.keep_secret("s3cret-value")
@@ -202,7 +204,7 @@ def test_without_a_seal_a_begun_line_with_private_values_set_is_logged_before_th
     first = LogFollower(Records())
     first.keep_secret("s3cret-value")
     first.feed(frame(STDOUT, b"2026-01-02T03:04:05.000000001Z begun"))
-    assert first.handover()["partial"] == {} and first.out.records == [("info", "begun")]
+    assert first.handover().partial == {} and first.out.records == [("info", "begun")]
 
 
 def test_recent_lines_count_every_follower_within_the_window() -> None:
@@ -305,12 +307,12 @@ def test_received_bytes_travel_with_the_hand_over() -> None:
     first.start_pass()
     first.feed(entries((STDOUT, "one"), (STDERR, "two")))
     handed = first.handover()
-    assert handed["received"] == {"stdout": 4, "stderr": 4}
+    assert handed.received == {"stdout": 4, "stderr": 4}
     second = LogFollower.taking_over(Records(), handed)
     second.start_pass()
     second.feed(entries((STDOUT, "one"), (STDERR, "two"), (STDOUT, "three"), start=0))
     assert second.received == {"stdout": 10, "stderr": 4}, "what the first took is not counted twice"
-    older = {k: v for k, v in handed.items() if k != "received"}
+    older = LogHandover.from_payload({k: v for k, v in handed.to_payload().items() if k != "received"})
     assert LogFollower.taking_over(Records(), older).complete({"stdout": 99}), "unknown counts: can't tell, so trusted"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 
 import pytest
@@ -66,7 +67,7 @@ def test_every_official_parameter_is_accepted() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mount_tmp_dir=True (its default) is accepted with a warning
         operator = RemoteDockerOperator(task_id="t", image="busybox", **defaults)
-    assert operator.container_spec().create_body({})["Image"] == "busybox"
+    assert operator.plan().spec.create_body({})["Image"] == "busybox"
 
 
 def test_template_fields_match_the_official_operator() -> None:
@@ -118,12 +119,12 @@ OPT_IN = {"start_from_trigger": True}
     ],
 )
 def test_why_a_task_starts_on_a_worker(kwargs: dict, reason: str | None) -> None:
-    from remote_docker import compat, trigger_start
+    from remote_docker import compat
 
     if kwargs and not compat.START_IN_TRIGGERER:
         reason = "Airflow < 3.3 can't start tasks in the triggerer"
     operator = make(**kwargs)
-    assert trigger_start.why_not(operator) == reason
+    assert operator.plan().worker_start_reason == reason
     assert operator.start_from_trigger is (reason is None)
     assert (operator.start_trigger_args is None) is (reason is not None)
     assert RemoteDockerOperator.start_from_trigger is False and RemoteDockerOperator.start_trigger_args is None
@@ -132,19 +133,19 @@ def test_why_a_task_starts_on_a_worker(kwargs: dict, reason: str | None) -> None
 def test_an_xcomarg_argument_starts_on_a_worker() -> None:
     from airflow.sdk import DAG
 
-    from remote_docker import compat, trigger_start
+    from remote_docker import compat
 
     with DAG("d", schedule=None):
         upstream = RemoteDockerOperator(task_id="up", image="busybox")
         operator = RemoteDockerOperator(task_id="down", image="busybox", command=upstream.output, start_from_trigger=True)
     if compat.START_IN_TRIGGERER:
-        assert trigger_start.why_not(operator) == "an argument is not plain data (an XComArg or an object); it is resolved on a worker"
+        assert operator.plan().worker_start_reason == "an argument is not plain data (an XComArg or an object); it is resolved on a worker"
 
 
 def test_a_decorated_function_starts_on_a_worker() -> None:
     from airflow.sdk import DAG, task
 
-    from remote_docker import compat, trigger_start
+    from remote_docker import compat
 
     with DAG("d", schedule=None):
         @task.remote_docker(image="python:3", start_from_trigger=True)
@@ -154,11 +155,11 @@ def test_a_decorated_function_starts_on_a_worker() -> None:
         operator = f().operator
     expected = ("a @task.remote_docker function and its arguments are copied in from a worker" if compat.START_IN_TRIGGERER
                 else "Airflow < 3.3 can't start tasks in the triggerer")
-    assert trigger_start.why_not(operator) == expected and operator.start_from_trigger is False
+    assert operator.plan().worker_start_reason == expected and operator.start_from_trigger is False
 
 
 class History:
-    """A task instance as far as ``follow_for`` asks it: its previous successful run's duration."""
+    """A task instance as far as ``TaskPlan.follow_for`` asks it: its previous successful run's duration."""
 
     map_index = -1
 
@@ -189,7 +190,7 @@ def test_how_long_the_worker_follows_before_deferring(kwargs: dict, previous: fl
     expected = followed if compat.PREVIOUS_TASK_INSTANCE or "defer_after" in kwargs else 2.0
     if compat.PREVIOUS_TASK_INSTANCE and not compat.END_IN_TRIGGERER and not kwargs and previous == 25.0:
         expected = 50.0  # nothing ends in the triggerer there: resuming on a worker is the rule
-    assert operator.follow_for(History(previous)) == expected
+    assert operator.plan().follow_for(History(previous), logging.getLogger("test")) == expected
 
 
 def test_a_short_run_this_worker_saw_decides_without_asking_airflow(monkeypatch, tmp_path) -> None:
@@ -204,13 +205,13 @@ def test_a_short_run_this_worker_saw_decides_without_asking_airflow(monkeypatch,
     ti = NotToBeAsked(None)
     history.remember(ti.dag_id, ti.task_id, 1.5)
     assert history.last(ti.dag_id, ti.task_id) == 1.5
-    assert make(min_deferred_seconds=10).follow_for(ti) == 3.0  # followed twice as long as it ran
+    assert make(min_deferred_seconds=10).plan().follow_for(ti, logging.getLogger("test")) == 3.0  # followed twice as long as it ran
     history.remember(ti.dag_id, ti.task_id, history.DEFERRED)  # it deferred last time: its length is Airflow's to say
     asked = History(25.0)
     asked.dag_id, asked.task_id = ti.dag_id, ti.task_id
 
     # Airflow says it took 25 s (3.3: defer at once, it ends in the triggerer); where Airflow can't say, it outlasted
     # what this worker followed: defer at once too
-    assert make(min_deferred_seconds=10).follow_for(asked) == 0.0
+    assert make(min_deferred_seconds=10).plan().follow_for(asked, logging.getLogger("test")) == 0.0
     (tmp_path / f"{ti.dag_id}.{ti.task_id}").write_text("garbage")
     assert history.last(ti.dag_id, ti.task_id) is None

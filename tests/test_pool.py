@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import AirflowEnv, Daemon, Pool, closed_port, containers_of, run_cli
 
-from remote_docker import certs, placement
+from remote_docker import certs, placement, start
 from remote_docker.connection import DaemonConfigError
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import Launch
@@ -50,7 +50,7 @@ def test_extra_daemons_carry_names_labels_limits_and_their_own_tls(tls_files, tm
     assert (big.name, big.max_containers, dict(big.labels)) == ("big", 10, {})
     assert (gpu.name, gpu.max_containers, dict(gpu.labels)) == ("127.0.0.1:2377", None, {"gpu": "true"})
     assert gpu.config.tls.cert_pem != big.config.tls.cert_pem
-    assert pool.matching(labels={"gpu": "true"}) == [gpu] and pool.matching(pin="big") == [big]
+    assert pool.matching(daemon_labels={"gpu": "true"}) == [gpu] and pool.matching(daemon="big") == [big]
 
 
 @pytest.mark.parametrize(("extras", "host", "message"), [
@@ -76,10 +76,10 @@ def test_a_pin_or_labels_no_daemon_has_name_the_choices(tls_files) -> None:
     pool = build_pool(host="", port=None, source="connection 'c'", extras={**tls_files, "daemons": [
         {"url": "tcp://a:1", "name": "d0"}, {"url": "tcp://b:1", "name": "d1", "labels": {"gpu": "true"}}]})
     with pytest.raises(DaemonConfigError, match=r"^connection 'c' has no daemon 'd9'; its daemons are d0, d1$"):
-        pool.matching(pin="d9")
+        pool.matching(daemon="d9")
     with pytest.raises(DaemonConfigError, match=r"no daemon of connection 'c' carries daemon_labels \{'gpu': 'false'\} "
                                                 r"\(d0: no labels; d1: \{'gpu': 'true'\}\)"):
-        pool.matching(labels={"gpu": "false"})
+        pool.matching(daemon_labels={"gpu": "false"})
 
 
 def test_a_hook_on_a_pool_must_be_told_which_daemon(tls_files) -> None:
@@ -107,7 +107,7 @@ def test_a_start_the_daemon_itself_failed_is_tried_elsewhere_but_a_task_error_is
     def never(member):  # a daemon fault needs no probe of the daemon
         raise AssertionError("probed")
 
-    assert all(asyncio.run(placement.failed_here(None, never, err)) for err in stopping)
+    assert all(asyncio.run(start.failed_here(None, never, err)) for err in stopping)
 
 
 # --------------------------------------------------------------------------- placement on real daemons
@@ -223,11 +223,11 @@ def test_a_slot_placed_here_stays_taken_until_its_container_shows_in_a_listing(p
     members = pool_of(pool, d0={"max_containers": held + 1})
 
     async def scenario() -> list[str | None]:
-        first = await placement.place(members, "t1", pin="d0")
+        first = await placement.place(members, "t1", daemon="d0")
         placement.invalidate(first.member)  # a fresh listing, which can't show the container yet
-        during = await placement.place(members, "t2", pin="d0")
+        during = await placement.place(members, "t2", daemon="d0")
         first.reservation.release()  # its start failed: nothing was made
-        after_release = await placement.place(members, "t3", pin="d0")
+        after_release = await placement.place(members, "t3", daemon="d0")
         after_release.reservation.created()  # its container exists now (made below, before the next listing)
         return [first.member and first.member.name, during.member and during.member.name,
                 after_release.member and after_release.member.name]
@@ -237,7 +237,7 @@ def test_a_slot_placed_here_stays_taken_until_its_container_shows_in_a_listing(p
         assert asyncio.run(scenario()) == ["d0", None, "d0"]
         made = occupy(pool.daemons[0], 1)
         placement.invalidate(members.members[0])
-        assert asyncio.run(placement.place(members, "t4", pin="d0")).member is None  # the listing counts it now
+        assert asyncio.run(placement.place(members, "t4", daemon="d0")).member is None  # the listing counts it now
     finally:
         clear(pool.daemons[0], made)
 
@@ -293,9 +293,9 @@ def test_a_container_seen_stopping_here_frees_its_slot_before_the_daemon_lists_i
             return await placement.over_capacity(engine, members.members[0], newcomer[0])
 
     async def scenario() -> list:
-        seen = [(await placement.place(counting, "t1", pin="d0", hold=False)).member, await over(limiting)]
+        seen = [(await placement.place(counting, "t1", daemon="d0", hold=False)).member, await over(limiting)]
         placement.room_freed(member.url, running[0])
-        return [*seen, (await placement.place(counting, "t2", pin="d0", hold=False)).member, await over(limiting)]
+        return [*seen, (await placement.place(counting, "t2", daemon="d0", hold=False)).member, await over(limiting)]
 
     try:
         full, over_before, freed, over_after = asyncio.run(scenario())
@@ -376,7 +376,7 @@ def test_a_daemon_that_does_not_answer_is_skipped_remembered_and_named(pool: Poo
     assert "\n" not in message
 
 
-def test_start_placed_goes_to_the_next_daemon_when_one_fails(pool: Pool) -> None:
+def test_the_start_goes_to_the_next_daemon_when_one_fails(pool: Pool) -> None:
     dead = f"tcp://127.0.0.1:{closed_port()}"
     extra = {**pool.extras(), "daemons": [{"url": dead, "name": "dead"}, {"url": pool.daemons[2].url, "name": "d2"}]}
     members = build_pool(host="", port=None, extras=extra, source="connection 'p'")
@@ -393,7 +393,8 @@ def test_start_placed_goes_to_the_next_daemon_when_one_fails(pool: Pool) -> None
 
         warning = info
 
-    member, container_id = asyncio.run(placement.start_placed(members, launch, labels, hook.engine, Log()))
+    started = asyncio.run(start.start(members, launch, labels, hook.engine, Log()))
+    member, container_id = started.daemon, started.container_id
     try:
         assert member.name == "d2" and any("Placing the container on d2" in m for m in messages), messages
     finally:

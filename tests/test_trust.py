@@ -19,10 +19,11 @@ import docker
 import pytest
 from conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, AirflowEnv, Daemon
 
-from remote_docker import reattach
+from remote_docker import start
 from remote_docker.hook import RemoteDockerHook
 from remote_docker.launch import try_of
 from remote_docker.ownership import DEPLOYMENT_LABEL, PROOF_LABEL, Deployment
+from remote_docker.payloads import ContainerRecord
 from remote_docker.spec import task_labels
 
 TASKS = {"last_line": BUSYBOX_IMAGE, "pickled": PYTHON_IMAGE}
@@ -144,7 +145,7 @@ def test_a_later_try_of_our_own_is_never_adopted_and_the_recorded_container_wins
 
     async def found(record: dict | None) -> str | None:
         async with RemoteDockerHook(None, **daemon.hook_params()).engine() as engine:
-            return await reattach.find_running(engine, identity, ours, record, 1, Log())
+            return await start.find_running(engine, identity, ours, ContainerRecord.from_payload(record), 1, Log())
 
     try:
         assert asyncio.run(found(None)) == second, "the newest earlier try's, never try 4's"

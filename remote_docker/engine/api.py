@@ -32,7 +32,8 @@ from remote_docker.engine.clients import (
 from remote_docker.engine.gate import start_slot
 from remote_docker.errors import DaemonError, explain, timed_out
 
-ErrorKind = Literal["unreachable", "gone", "conflict", "api"]
+# unsupported: the daemon can't do this for this container (a log driver that can't be read back)
+ErrorKind = Literal["unreachable", "gone", "conflict", "unsupported", "api"]
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 _T = TypeVar("_T")
 
@@ -60,6 +61,8 @@ def classify(err: BaseException) -> ErrorKind | None:
     if isinstance(err, aiodocker.DockerError):
         if err.status == 400 and "http request to an https server" in str(err.message).lower():
             return "unreachable"  # plain HTTP to a TLS port: we can't talk to this daemon as configured
+        if err.status == 501 or "does not support reading" in str(err.message):  # older engines: 400 with this text
+            return "unsupported"
         # aiodocker reports connection failures as DockerError(900, ...)
         return {404: "gone", 409: "conflict", 900: "unreachable"}.get(err.status, "api")
     if isinstance(err, CONNECTION_ERRORS):

@@ -1,8 +1,13 @@
-"""Back on a worker: turn how the container ended into the task's outcome, and collect its result.
+"""The one finish path: a watched container's end becomes the task's outcome and result.
 
-The container is judged by a fresh inspect, not only by the event (the event may be old,
-the container may have been removed since). Results are decoded here and only here:
-unpickling runs arbitrary code, so it never happens in the triggerer.
+``Finish.on_worker`` (a worker, the usual end): judge the end by a fresh inspect (the event may be old, the
+container may have been removed since), read the result (the last stdout line, all of them, or the
+decoded ``retrieve_output_path`` file) and remove the container as ``auto_remove`` says, with its
+anonymous volumes. ``end_in_triggerer`` (Airflow >= 3.3): a container that exited 0 whose result is a
+stdout line or all of them ends its task where the trigger runs, with the same XCom and removal.
+
+Decoding happens here on a worker and only here: unpickling runs arbitrary code, so a task whose result
+is a file never ends in the triggerer (``TaskPlan.ending``).
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
+from remote_docker import compat
 from remote_docker.compat import AirflowException, AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 from remote_docker.engine import Engine, EngineError
-from remote_docker.events import WatchEnd
 from remote_docker.logstream import stdout_lines
 from remote_docker.outages import signal_of_exit
 from remote_docker.output import OutputError, decode, read_single_file
+from remote_docker.payloads import Ending, WatchEnd
 
 _GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header
+# An XCom the triggerer writes is held in its memory first: past this, a worker writes it instead.
+MAX_TRIGGERER_XCOM_BYTES = 1024 * 1024
 
 try:  # the official provider's, when it is installed: a user's `except DockerContainerFailedException` catches ours
     from airflow.providers.docker.exceptions import DockerContainerFailedException as _Failed
@@ -44,8 +52,8 @@ class ContainerFailedSkipException(_Skipped):
         self.logs = list(logs or [])
 
 
-@dataclass
-class Outcome:
+@dataclass(frozen=True)
+class Finish:
     """The operator's parameters that decide a finished container's outcome and result."""
 
     image: str
@@ -61,10 +69,10 @@ class Outcome:
     auto_remove: str = "never"
     stop_timeout: int = 10  # SIGTERM to SIGKILL when the deadline passed and it still runs
 
-    async def collect(self, engine: Engine, end: WatchEnd, log: Any,
-                      explain: Callable[[AirflowException, WatchEnd], AirflowException] = lambda err, end: err) -> Any:
-        """Judge the end (by a fresh inspect) and collect the result; remove the container per ``auto_remove``
-        either way. ``explain`` may turn the failure into the task's own exception."""
+    async def on_worker(self, engine: Engine, end: WatchEnd, log: Any,
+                        explain: Callable[[AirflowException, WatchEnd], AirflowException] = lambda err, end: err) -> Any:
+        """Judge the end and return the result; remove the container per ``auto_remove`` either way. ``explain``
+        may turn the failure into the task's own exception."""
         succeeded = False
         try:
             info = await self._inspect(engine, end, log) if end.status not in ("error", "gone") else None
@@ -78,10 +86,7 @@ class Outcome:
         finally:
             if end.container_id and end.status != "error" and (
                     self.auto_remove == "force" or (self.auto_remove == "success" and succeeded)):
-                try:
-                    await engine.remove(end.container_id)
-                except EngineError as err:
-                    log.warning("Could not remove container %s: %s", end.container_id[:12], err)
+                await remove_container(engine, end.container_id, log)
 
     async def _inspect(self, engine: Engine, end: WatchEnd, log: Any) -> dict[str, Any] | None:
         """A fresh inspect; when the daemon can't be reached now, the exit the trigger saw (a failure
@@ -97,26 +102,41 @@ class Outcome:
                                                       "OOMKilled": end.oom_killed}}
 
     async def judge(self, engine: Engine, end: WatchEnd, info: dict[str, Any] | None) -> None:
-        """Raise the exception that ends the task, or return if the container succeeded."""
+        """Raise the exception that ends the task, or return if the container succeeded. A container still
+        running past the deadline is stopped; a failure during a daemon outage asks the daemon why."""
+        state = (info or {}).get("State") or {}
+        if end.status == "timeout" and state.get("Running"):
+            await engine.stop(info["Id"], self.stop_timeout)
+        restart_line = None
+        if end.ended_while_unreachable and end.status == "exited" and self.failing(state.get("ExitCode")):
+            restart_line = await self._daemon_restart_line(engine, (end.container_id or "?")[:12], state.get("ExitCode"),
+                                                           end.ended_while_unreachable)
+        if (verdict := self.verdict(end, info, restart_line=restart_line)) is not None:
+            raise verdict
+
+    def failing(self, exit_code: int | None) -> bool:
+        return exit_code != 0 and exit_code not in self.skip_on_exit_code
+
+    def verdict(self, end: WatchEnd, info: dict[str, Any] | None, *, restart_line: str | None = None) -> AirflowException | None:
+        """The exception that ends the task (None: it succeeded), from the end and a fresh inspect ``info``;
+        ``restart_line``: what the daemon says of an outage the container failed in."""
         container = (end.container_id or "?")[:12]
         if end.status == "error":
-            raise (AirflowException if end.retryable else AirflowFailException)(end.message)
+            return (AirflowException if end.retryable else AirflowFailException)(end.message)
         if end.status == "gone":
-            raise AirflowException(end.message)
+            return AirflowException(end.message)
         if info is None:
-            raise AirflowException(f"container {container} was removed by someone else before its result was read")
+            return AirflowException(f"container {container} was removed by someone else before its result was read")
         state = info["State"]
         if end.status == "timeout":
-            if state.get("Running"):
-                await engine.stop(info["Id"], self.stop_timeout)
-            raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) reached; container {container} "
-                                     f"was stopped{tail_text(end)}")
+            return AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) reached; container {container} "
+                                      f"was stopped{tail_text(end)}")
         exit_code = state.get("ExitCode")
         if exit_code in self.skip_on_exit_code:
-            raise ContainerFailedSkipException(f"container {container} exited with code {exit_code}, listed in "
-                                               "skip_on_exit_code", logs=last_lines(end))
-        if exit_code != 0 and end.ended_while_unreachable:
-            raise AirflowException(await self._daemon_restart_line(engine, container, exit_code, end.ended_while_unreachable))
+            return ContainerFailedSkipException(f"container {container} exited with code {exit_code}, listed in "
+                                                "skip_on_exit_code", logs=last_lines(end))
+        if exit_code != 0 and restart_line:
+            return AirflowException(restart_line)
         if exit_code != 0:
             cause = ""
             if state.get("OOMKilled"):
@@ -125,8 +145,9 @@ class Outcome:
                 cause = f", after a kill ({end.kill_signal}) from outside the task: docker stop/kill on the daemon"
             elif killed_by := signal_of_exit(exit_code):  # the engine did not record who sent it (Podman)
                 cause = f", killed by {killed_by.name}"
-            raise ContainerFailedException(f"container {container} ({self.image}) exited with code {exit_code}{cause}"
-                                           f"{tail_text(end)}", logs=last_lines(end))
+            return ContainerFailedException(f"container {container} ({self.image}) exited with code {exit_code}{cause}"
+                                            f"{tail_text(end)}", logs=last_lines(end))
+        return None
 
     async def _daemon_restart_line(self, engine: Engine, container: str, exit_code: int, outage: list[float]) -> str:
         began, ended = (dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%H:%M:%S") if t else "?" for t in outage)
@@ -153,11 +174,7 @@ class Outcome:
             return await self._read_output_file(engine, end.container_id, log)
         if not self.do_xcom_push:
             return None
-        if self.xcom_all or not end.log.last_line_in_event:
-            async with engine.logs(end.container_id, follow=False, stderr=False) as chunks:
-                lines = await stdout_lines(chunks, self.tty)
-            return xcom_of(lines, everything=self.xcom_all)
-        return xcom_of(None if end.log.last_stdout_line is None else [end.log.last_stdout_line], everything=False)
+        return await stdout_result(engine, end, everything=self.xcom_all, tty=self.tty)
 
     async def _read_output_file(self, engine: Engine, container_id: str, log: Any) -> Any:
         path = self.retrieve_output_path
@@ -178,6 +195,28 @@ class Outcome:
             raise AirflowException(str(err)) from None
 
 
+_TOO_BIG = object()
+
+
+async def stdout_result(engine: Engine, end: WatchEnd, *, everything: bool, tty: bool, max_bytes: int | None = None) -> Any:
+    """The stdout XCom as the official operator makes it: the last line, from the event when it carries it, else
+    read back (all lines for ``everything``). ``_TOO_BIG`` when the output passes ``max_bytes``."""
+    if not everything and end.log.last_line_in_event:
+        return xcom_of(None if end.log.last_stdout_line is None else [end.log.last_stdout_line], everything=False)
+    # the whole stdout, or a last line the event could not carry (too long, private, logged before a restart)
+    async with engine.logs(end.container_id, follow=False, stderr=False) as chunks:
+        lines = await stdout_lines(chunks, tty, max_bytes=max_bytes)
+    return _TOO_BIG if lines is None else xcom_of(lines, everything=everything)
+
+
+async def remove_container(engine: Engine, container_id: str, log: Any) -> None:
+    """``auto_remove``'s removal (gone counts as done); a failure is logged, never the task's."""
+    try:
+        await engine.remove(container_id)
+    except EngineError as err:
+        log.warning("Could not remove container %s: %s", container_id[:12], err)
+
+
 def xcom_of(lines: list[str] | None, *, everything: bool) -> Any:
     """The XCom of stdout ``lines``, as the official operator makes it: each line without its trailing
     whitespace; all of them, or the last; None (no XCom) when there was no line."""
@@ -194,3 +233,41 @@ def tail_text(end: WatchEnd) -> str:
     if not end.log.tail:
         return ""
     return "; last lines of output:\n" + "\n".join(f"  [{stream}] {line}" for stream, line in end.log.tail)
+
+
+# ---------------------------------------------------------------------- ending in the triggerer (Airflow >= 3.3)
+
+
+def possible_in_triggerer() -> bool:
+    """Whether this Airflow lets a trigger end its task with the same effects a worker would have."""
+    if not compat.END_IN_TRIGGERER:
+        return False
+    from airflow.sdk.listener import get_listener_manager
+
+    # listener plugins hear of a success only from a worker (Airflow refuses end_from_trigger with them)
+    return not get_listener_manager().has_listeners
+
+
+async def end_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: Any) -> Any | None:
+    """Airflow's ``TaskSuccessEvent`` that ends the task here, with its XCom written through the SDK exactly as a
+    worker writes it (the configured XCom backend included) and the container removed if ``auto_remove`` says so;
+    None to resume on a worker instead (the result is too big for the triggerer's memory, or a call failed). The
+    task then goes from DEFERRED to SUCCESS without being SCHEDULED again: the stale executor event can't touch it."""
+    from airflow.sdk.execution_time.xcom import XCom
+    from airflow.triggers.base import TaskSuccessEvent
+
+    try:
+        value = await stdout_result(engine, end, everything=ending.xcom == "all", tty=ending.tty,
+                                    max_bytes=MAX_TRIGGERER_XCOM_BYTES) if ending.xcom else None
+        if value is _TOO_BIG:
+            return None
+        if value is not None:  # a worker pushes nothing for None (no stdout line) either
+            await XCom.aset(key=XCom.XCOM_RETURN_KEY, value=value, dag_id=ti.dag_id, task_id=ti.task_id,
+                            run_id=ti.run_id, map_index=ti.map_index)
+        if ending.remove:
+            await engine.remove(end.container_id)
+    except (EngineError, OSError, ValueError, TypeError) as err:
+        log.warning("Could not end the task from the triggerer (%s); a worker will collect the result.", err)
+        return None
+    log.info("Container %s exited 0: the task ends here, without a worker.", end.container_id[:12])
+    return TaskSuccessEvent()
