@@ -4,6 +4,7 @@
     bench/run --full     the sizes the targets are stated for
     bench/run --only p3  one of them (results of the others are kept from earlier runs)
     bench/run --only loop  the service tests in a triggerer whose every loop step is timed (--full runs it too)
+    bench/run --only callpath  a default task's path through our code, per process (--full runs it too)
     bench/run --only p5 --only short --engine docker-20.10 --engine docker-29
                          on these engines one after the other (scripts/engines.py list); figures of an
                          engine other than the default are kept beside the default's (p5@docker-29.json)
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, Result, engine_of, engines, machine, start_daemon, stop_daemon
 
-NAMES = ("p1", "p2", "p3", "p4", "p5", "p6", "short", "burst", "loop", "sweep")
+NAMES = ("p1", "p2", "p3", "p4", "p5", "p6", "short", "burst", "loop", "sweep", "callpath")
 SIZES = {
     "quick": {"p1": (8, 10, 2), "p2": ([100, 300], [100]), "p3": 1_000_000, "p4": 100, "sweep": (3.0,)},
     "full": {"p1": (20, 20, 2), "p2": ([100, 300, 1000], [100, 300]), "p3": 10_000_000, "p4": 100,
@@ -40,7 +41,7 @@ def main() -> int:
     args = parser.parse_args()
     mode = "full" if args.full else "quick"
     sizes = SIZES[mode]
-    wanted = args.only or [name for name in NAMES if args.full or name not in ("loop", "sweep")]  # ~10 min each
+    wanted = args.only or [name for name in NAMES if args.full or name not in ("loop", "sweep", "callpath")]  # ~10 min each
     chosen = args.engine or [engines.DEFAULT_ENGINE]
     command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or []) \
         + "".join(f" --engine {e}" for e in args.engine or [])
@@ -104,6 +105,10 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
         import loop_blocking
 
         return loop_blocking.run()
+    if name == "callpath":
+        import callpath
+
+        return callpath.run(daemon, work / "callpath-home")
     return on_airflow.burst(daemon, work / "burst-home")
 
 
@@ -135,6 +140,11 @@ def headline(key: str, figures: dict) -> str:
         return (f"{figures['ours_over_threshold']} steps of ours over {int(figures['threshold_s'] * 1000)} ms "
                 f"(worst {figures['ours_worst_s'] * 1000:.0f} ms) of {figures['steps_over_threshold']} over it; tests: "
                 f"{figures['tests_result']}")
+    if name == "callpath":
+        long = figures["long"]
+        return (f"a 6 s task at defaults: {long['main_flow_functions_end_to_end']} main-flow functions end to end; "
+                f"worker {len(long['worker']['main_flow_modules'])} modules / {long['worker']['main_flow_functions']} "
+                f"functions, triggerer {len(long['triggerer']['main_flow_modules'])} / {long['triggerer']['main_flow_functions']}")
     return f"{figures.get('failed')} failed of {figures.get('tasks')}, {figures.get('containers_left')} containers left"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from common import ROOT, Result
 
 THRESHOLD_S = 0.05
-TESTS = ["tests/test_services.py", "tests/test_fast_path.py"]
+TESTS = ["tests/services/test_services.py", "tests/services/test_fast_path.py"]
 
 
 def run() -> Result:

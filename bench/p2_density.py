@@ -27,8 +27,8 @@ from common import Daemon, Result, rss_mb, summary
 
 from remote_docker.engine.clients import TLS_BUFFER_ENV
 from remote_docker.hook import RemoteDockerHook
+from remote_docker.lifecycle.watch import ContainerWatch
 from remote_docker.triggers import ContainerTrigger
-from remote_docker.watch import ContainerWatch
 
 IDLE_WINDOW = 10.0  # seconds of pure waiting measured for CPU and memory
 # Once all are watched and the idle window is measured, containers are made to exit this many per

@@ -19,7 +19,7 @@ from pathlib import Path
 from common import Daemon, PeakRSS, Result
 
 from remote_docker.engine.clients import make_async_client
-from remote_docker.logs import FLOOD_LINES, LINES_PER_RECORD
+from remote_docker.logs.follower import FLOOD_LINES, LINES_PER_RECORD
 from remote_docker.triggers import ContainerTrigger
 
 LINE = 100  # bytes per line including the newline

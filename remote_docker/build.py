@@ -26,12 +26,12 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from remote_docker.compat import AirflowFailException
-from remote_docker.connection import DEFAULT_CONN_ID, DaemonConfigError
+from remote_docker.daemon.connection import DEFAULT_CONN_ID, DaemonConfigError
+from remote_docker.daemon.registry import ImageError, registry_of, source_for
 from remote_docker.engine import Engine, EngineError
 from remote_docker.engine.api import stream_error
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.pool import Member
-from remote_docker.registry import ImageError, registry_of, source_for
+from remote_docker.pool.members import Member
 
 
 def context_archive(context: str | Path | Mapping[str, str | bytes], dockerfile: str) -> bytes:

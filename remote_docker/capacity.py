@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker.payloads import RoomFound
+from remote_docker.lifecycle.payloads import RoomFound
 from remote_docker.triggers import engine_layer  # Airflow imports this module on the triggerer's loop: light
 
 
@@ -49,7 +49,7 @@ class CapacityTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await engine_layer()
         from remote_docker.hook import RemoteDockerHook
-        from remote_docker.placement import task_key, wait_for_room
+        from remote_docker.pool.placement import task_key, wait_for_room
 
         hook = RemoteDockerHook(self.remote_docker_conn_id, **self.hook_params)
         placement = await wait_for_room(await hook.apool(), task_key(self.labels), daemon=self.daemon,

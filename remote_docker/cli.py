@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from remote_docker import __version__, certs
+from remote_docker import __version__
+from remote_docker.daemon import certs
 
 if TYPE_CHECKING:
-    from remote_docker.pool import DaemonPool
+    from remote_docker.pool.members import DaemonPool
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -51,7 +52,7 @@ def _check(args: argparse.Namespace) -> int:
 def _hook_class() -> type:
     """``RemoteDockerHook`` looking connections up as Airflow's own CLI does: environment, secrets backends and the
     metadata database (a task asks through the Task SDK, which a shell has not)."""
-    from remote_docker.connection import DaemonConfigError
+    from remote_docker.daemon.connection import DaemonConfigError
     from remote_docker.hook import RemoteDockerHook
 
     class CliHook(RemoteDockerHook):
@@ -79,7 +80,7 @@ def _pool_without_airflow(args: argparse.Namespace) -> DaemonPool | None:
     import configparser
     import json
 
-    from remote_docker.pool import ConnectionFields, pool_for
+    from remote_docker.pool.members import ConnectionFields, pool_for
 
     raw = os.environ.get(f"AIRFLOW_CONN_{str(args.conn_id).upper()}")
     if not raw or not raw.lstrip().startswith("{") or os.environ.get("AIRFLOW__SECRETS__BACKEND"):
@@ -99,8 +100,8 @@ def _pool_without_airflow(args: argparse.Namespace) -> DaemonPool | None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from remote_docker.diagnose import report
-    from remote_docker.errors import DaemonError
+    from remote_docker.daemon.diagnose import report
+    from remote_docker.daemon.errors import DaemonError
 
     pool = _pool_without_airflow(args)
     if pool is None:
@@ -130,7 +131,7 @@ def _prune(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from remote_docker import ownership
+    from remote_docker.daemon import ownership
     from remote_docker.prune import Prune, parse_duration, states_from_database
 
     RemoteDockerHook = _hook_class()
@@ -209,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     # stdout is this command's report: Airflow's own warnings (no Fernet key, a connection type that is no RFC 3986
     # scheme) would land in it, so Airflow logs errors only here unless the user set a level
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "ERROR")
-    from remote_docker.connection import DaemonConfigError
-    from remote_docker.errors import DaemonError
+    from remote_docker.daemon.connection import DaemonConfigError
+    from remote_docker.daemon.errors import DaemonError
 
     try:
         return args.func(args)

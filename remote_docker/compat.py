@@ -2,7 +2,7 @@
 
 Each gate names the upstream change it follows; remove a gate when the release that fixed it
 becomes the minimum this package allows (``pyproject.toml``). The support table in README.md
-lists the behaviour each gate changes; ``tests/test_compat.py`` checks every gate against the
+lists the behaviour each gate changes; ``tests/unit/test_compat.py`` checks every gate against the
 installed Airflow.
 """
 

@@ -21,8 +21,8 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 
 from remote_docker import container_runner
 from remote_docker.compat import AirflowException, AirflowFailException
+from remote_docker.lifecycle.payloads import WatchEnd
 from remote_docker.operators import RemoteDockerOperator
-from remote_docker.payloads import WatchEnd
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -3,7 +3,7 @@
 One ``DaemonConfig`` is resolved from the Airflow connection (or Docker's environment, or
 operator overrides); ``engine()`` gives the engine layer over the event loop's shared
 client for it, ``get_conn()`` a docker-py client, ``diagnose()`` what ``remote-docker doctor``
-prints. Registry credentials and pulls are ``registry``'s.
+prints. Registry credentials and pulls are ``daemon.registry``'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import docker
 from airflow.sdk import BaseHook
 
-from remote_docker.connection import (
+from remote_docker.daemon.connection import (
     CONNECTION_OVERRIDES,
     DEFAULT_CONN_ID,
     OVERRIDE_ARGUMENTS,
@@ -28,11 +28,11 @@ from remote_docker.connection import (
     is_inline_pem,
     rebuild_pem,
 )
-from remote_docker.diagnose import report, speaking
+from remote_docker.daemon.diagnose import report, speaking
+from remote_docker.daemon.errors import DaemonError
 from remote_docker.engine import Engine, versions
 from remote_docker.engine.clients import make_sync_client, shared_async_client
-from remote_docker.errors import DaemonError
-from remote_docker.pool import ConnectionFields, DaemonPool, Member, normalize_extras, old_extra_names, pool_for
+from remote_docker.pool.members import ConnectionFields, DaemonPool, Member, normalize_extras, old_extra_names, pool_for
 
 
 def _mask_inline_keys(extras: dict[str, Any]) -> None:
@@ -56,7 +56,7 @@ class RemoteDockerHook(BaseHook):
     :param remote_docker_conn_id: Airflow connection of type ``remote_docker``. If it does not
         exist and it is the default id, Docker's environment (DOCKER_HOST, DOCKER_CERT_PATH) is used.
     :param daemon: which daemon of a pool connection this hook talks to (its name or URL); a
-        connection of one daemon needs none (``remote_docker.pool``).
+        connection of one daemon needs none (``remote_docker.pool.members``).
     :param docker_url: daemon URL overriding the connection's host; a list of them (the official operator's
         failover form) is a pool.
     :param tls_ca_cert: CA certificate (path or PEM) overriding the connection.
@@ -91,7 +91,7 @@ class RemoteDockerHook(BaseHook):
     # -- configuration
 
     def _resolve(self, connection: Any | None) -> DaemonPool:
-        """Merge connection, environment and overrides into the daemons they name (``pool.pool_for``)."""
+        """Merge connection, environment and overrides into the daemons they name (``pool.members.pool_for``)."""
         fields = ConnectionFields.of(connection) if connection is not None else None
         if fields is not None:
             extras = normalize_extras(fields.extra, self.conn_type)

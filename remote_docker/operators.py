@@ -29,20 +29,19 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import checkpoints, compat, history, ownership, start
+from remote_docker import compat
 from remote_docker.capacity import CapacityTrigger
 from remote_docker.compat import AirflowException, AirflowFailException, AirflowTaskTimeout
-from remote_docker.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
+from remote_docker.daemon import ownership
+from remote_docker.daemon.connection import DEFAULT_CONN_ID, OVERRIDE_ARGUMENTS, DaemonConfigError, is_inline_pem
+from remote_docker.daemon.registry import PULL_POLICIES, ImageError, source_for
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.launch import Launch, LaunchError
-from remote_docker.logs import LogFollower, container_log
-from remote_docker.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
-from remote_docker.payloads import ContainerRecord, LogHandover, RoomFound, WatchEnd
-from remote_docker.placement import PlacementError
-from remote_docker.plan import OWN_METHODS, PerTask, TaskPlan, plan_of, start_trigger_args_of, trigger_kwargs
-from remote_docker.pool import Member
-from remote_docker.registry import PULL_POLICIES, ImageError, source_for
-from remote_docker.spec import (
+from remote_docker.lifecycle import checkpoints, history, start
+from remote_docker.lifecycle.launch import Launch, LaunchError
+from remote_docker.lifecycle.output import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_FORMATS
+from remote_docker.lifecycle.payloads import ContainerRecord, LogHandover, RoomFound, WatchEnd
+from remote_docker.lifecycle.plan import OWN_METHODS, PerTask, TaskPlan, plan_of, start_trigger_args_of, trigger_kwargs
+from remote_docker.lifecycle.spec import (
     TEMPLATED_FIELDS,
     ContainerSpec,
     SpecError,
@@ -51,8 +50,11 @@ from remote_docker.spec import (
     parse_env_file,
     task_labels,
 )
+from remote_docker.lifecycle.watch import ContainerWatch
+from remote_docker.logs.follower import LogFollower, container_log
+from remote_docker.pool.members import Member
+from remote_docker.pool.placement import PlacementError
 from remote_docker.triggers import ContainerTrigger
-from remote_docker.watch import ContainerWatch
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -87,7 +89,7 @@ class RemoteDockerOperator(BaseOperator):
 
     Accepts the parameters of the official ``DockerOperator`` (switch by changing the import);
     the container's own (``image``, ``command``, ``environment``, ``mounts``, ...) are the
-    fields of ``remote_docker.spec.ContainerSpec``. Added:
+    fields of ``remote_docker.lifecycle.spec.ContainerSpec``. Added:
 
     :param remote_docker_conn_id: connection of type ``remote_docker`` for the daemon, or a pool of them.
     :param daemon: pin the container to this daemon of a pool (its name or URL).
@@ -104,18 +106,14 @@ class RemoteDockerOperator(BaseOperator):
     :param poll_interval: seconds between state checks when the log can't be followed.
     :param stop_timeout: seconds between SIGTERM and SIGKILL when the task is stopped.
     :param daemon_lost_timeout: fail the task once its daemon has been unreachable this long (default 300).
-    :param defer_after: seconds the worker follows the container before deferring: one that ends
-        sooner finishes on the worker without a deferral; 0 defers at once. Default:
-        ``REMOTE_DOCKER_DEFER_AFTER``, else decided from the task's previous successful run (Airflow >=
-        3.3): one that took long defers at once, one that was short is followed on the worker as the
-        official operator does (deferring only if it runs twice as long); without one, 2 s.
-    :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3), when it
-        needs nothing of one (``TaskPlan.worker_start_reason``; the worker logs the reason when it does). For
-        many parallel long containers: it saves a worker start per task, and costs a short task the
-        triggerer's own pickup and event latency (~2 s), so it is off by default.
-    :param min_deferred_seconds: a task that resumes on a worker after a worker deferral does so no
-        sooner than this after deferring (the stale executor event, ``compat``); default:
-        ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``, else the installed Airflow's need (10 s, no fixed release yet).
+    :param defer_after: seconds the worker follows the container before deferring (0: at once); default:
+        ``REMOTE_DOCKER_DEFER_AFTER``, else from the task's history (``TaskPlan.follow_for``), else 2 s.
+    :param start_from_trigger: start the task in the triggerer, with no worker (Airflow >= 3.3), when it needs
+        nothing of one (``TaskPlan.worker_start_reason``, logged by the worker when it does); off by default:
+        it saves long parallel tasks a worker start and costs a short task ~2 s of the triggerer's latency.
+    :param min_deferred_seconds: a task that resumes on a worker after a worker deferral does so no sooner than
+        this after deferring (the stale executor event, ``compat``; default 10 s, or
+        ``REMOTE_DOCKER_MIN_DEFERRED_SECONDS``). docs/parameters.md has every parameter's type and default.
     """
 
     template_fields: Sequence[str] = (*TEMPLATED_FIELDS, "docker_conn_id")

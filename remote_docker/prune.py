@@ -28,14 +28,14 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from remote_docker import ownership
 from remote_docker.compat import AirflowException
-from remote_docker.connection import DEFAULT_CONN_ID
+from remote_docker.daemon import ownership
+from remote_docker.daemon.connection import DEFAULT_CONN_ID
+from remote_docker.daemon.ownership import Deployment
 from remote_docker.engine import Engine, EngineError
 from remote_docker.hook import RemoteDockerHook
-from remote_docker.ownership import Deployment
-from remote_docker.pool import Member
-from remote_docker.spec import LABEL_PREFIX
+from remote_docker.lifecycle.spec import LABEL_PREFIX
+from remote_docker.pool.members import Member
 from remote_docker.triggers import state_key
 
 # Airflow's finished states: a container of such a task instance is an orphan

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_docker import checkpoints, compat, ownership
-from remote_docker.logs import LogFollower, container_log, recent_lines, until_supervisor_read
-from remote_docker.payloads import Ending, LogHandover, StartRequest, WatchEnd
-from remote_docker.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
+from remote_docker import compat
+from remote_docker.daemon import ownership
+from remote_docker.lifecycle import checkpoints
+from remote_docker.lifecycle.payloads import Ending, LogHandover, StartRequest, WatchEnd
+from remote_docker.lifecycle.spec import TEMPLATED_FIELDS, ContainerSpec, SpecError, task_labels
+from remote_docker.logs.follower import LogFollower, container_log, recent_lines, until_supervisor_read
 
 if TYPE_CHECKING:
     from remote_docker.engine import Engine
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 # Airflow imports this module on the triggerer's event loop (triggerer_job_runner.py, get_trigger_by_classpath), so
 # it imports only what is light; the engine layer (aiodocker, aiohttp, docker-py: ~0.4 s) is imported in a thread the
 # first time a trigger runs here (``engine_layer``), and the methods below import from it once it is there.
-ENGINE_LAYER = ("remote_docker.finish", "remote_docker.hook", "remote_docker.start", "remote_docker.watch")
+ENGINE_LAYER = ("remote_docker.lifecycle.finish", "remote_docker.hook", "remote_docker.lifecycle.start", "remote_docker.lifecycle.watch")
 _engine_layer_ready = False
 
 
@@ -152,10 +154,10 @@ class ContainerTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await engine_layer()
-        from remote_docker.connection import DaemonConfigError
+        from remote_docker.daemon.connection import DaemonConfigError
         from remote_docker.engine import EngineError
-        from remote_docker.finish import end_in_triggerer
-        from remote_docker.placement import room_freed
+        from remote_docker.lifecycle.finish import end_in_triggerer
+        from remote_docker.pool.placement import room_freed
 
         follower = LogFollower.taking_over(container_log(), await self._handed_log(), tty=self.tty, tail_lines=self.tail_lines)
         task_end = None
@@ -191,9 +193,9 @@ class ContainerTrigger(BaseTrigger):
 
     async def _start(self) -> WatchEnd | None:
         """Start this try's container here, placed on a daemon of the pool; a ``WatchEnd`` when that can't be done."""
-        from remote_docker.launch import Launch, LaunchError
-        from remote_docker.placement import PlacementError
-        from remote_docker.start import EarlierTryRuns, Full, start
+        from remote_docker.lifecycle.launch import Launch, LaunchError
+        from remote_docker.lifecycle.start import EarlierTryRuns, Full, start
+        from remote_docker.pool.placement import PlacementError
 
         ti = self.task_instance
         identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
@@ -226,8 +228,8 @@ class ContainerTrigger(BaseTrigger):
         return None
 
     async def _watch(self, engine: Engine, follower: LogFollower) -> WatchEnd:
-        from remote_docker.placement import room_freed
-        from remote_docker.watch import ContainerWatch
+        from remote_docker.lifecycle.watch import ContainerWatch
+        from remote_docker.pool.placement import room_freed
 
         container_id = self.container_id
         # a task of this triggerer waiting for room on this daemon looks as soon as the daemon says it stopped
@@ -252,7 +254,7 @@ class ContainerTrigger(BaseTrigger):
         return asyncio.create_task(keeper.keep(follower))
 
     def _ending_here(self) -> Ending | None:
-        from remote_docker.finish import possible_in_triggerer
+        from remote_docker.lifecycle.finish import possible_in_triggerer
 
         if self.task_instance_in_triggerer is None or not possible_in_triggerer():
             return None
@@ -311,7 +313,7 @@ class ContainerTrigger(BaseTrigger):
         ti = self.task_instance_in_triggerer
         if ti is None:
             return []
-        from remote_docker.start import ours_of_task
+        from remote_docker.lifecycle.start import ours_of_task
 
         identity = task_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
         try:

@@ -32,13 +32,13 @@ VERSIONS = tomllib.loads((ROOT / "scripts" / "versions.toml").read_text())
 WORK = ROOT / ".matrix"
 
 # the tests a cell runs: behaviour that depends on the Airflow version, the examples, one real deferral
-CELL_TESTS = ["tests/test_compat.py", "tests/test_provider.py", "tests/test_operator_args.py", "tests/test_payloads.py",
-              "tests/test_operator_dag.py", "tests/test_decorator.py", "tests/test_examples.py", "tests/test_deferral.py"]
+CELL_TESTS = ["tests/unit/test_compat.py", "tests/unit/test_provider.py", "tests/unit/test_operator_args.py", "tests/unit/test_payloads.py",
+              "tests/airflow/test_operator_dag.py", "tests/airflow/test_decorator.py", "tests/services/test_examples.py", "tests/services/test_deferral.py"]
 # --quick: what differs by version, the decorator (its failure lines and pickles differ by Airflow and
 # Python: 3.1 raises from airflow.exceptions, cloudpickle needs one Python minor), one example under
 # `dags test`, and the real deferral
-QUICK_TESTS = ["tests/test_compat.py", "tests/test_provider.py", "tests/test_operator_args.py", "tests/test_decorator.py",
-               "tests/test_examples.py::test_example_remote_docker", "tests/test_deferral.py"]
+QUICK_TESTS = ["tests/unit/test_compat.py", "tests/unit/test_provider.py", "tests/unit/test_operator_args.py", "tests/airflow/test_decorator.py",
+               "tests/services/test_examples.py::test_example_remote_docker", "tests/services/test_deferral.py"]
 
 
 @dataclass

@@ -54,7 +54,7 @@ class RunningDaemon:
 
     def hook_params(self, url: str | None = None) -> dict:
         """The operator / hook override arguments that reach this daemon (at ``url``, e.g. through a proxy)."""
-        from remote_docker.connection import CONNECTION_OVERRIDES
+        from remote_docker.daemon.connection import CONNECTION_OVERRIDES
 
         argument = {extra: name for name, extra in CONNECTION_OVERRIDES.items()}  # the official operator's names
         return {"docker_url": url or self.url, **{argument[key]: value for key, value in self.extras().items()}}
@@ -65,7 +65,7 @@ class RunningDaemon:
         return json.dumps({"conn_type": "remote_docker", "host": self.url, "extra": self.extras(**more)})
 
     def config(self, **more):
-        from remote_docker.connection import build_config
+        from remote_docker.daemon.connection import build_config
 
         return build_config(host=self.url, extras=self.extras(**more), source="test daemon")
 
@@ -107,7 +107,7 @@ def exec_root(state: Path) -> Path:
 def _generate_certs(state: Path, ca_from: Path | None = None) -> None:
     """Server and client certificates under STATE/certs; with ``ca_from`` (another daemon's state) from
     that daemon's CA, so one client certificate reaches both (a pool sharing TLS material)."""
-    from remote_docker import certs
+    from remote_docker.daemon import certs
 
     if ca_from is not None and not (state / "certs" / "ca").exists():
         shutil.copytree(ca_from / "certs" / "ca", state / "certs" / "ca")

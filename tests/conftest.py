@@ -36,8 +36,8 @@ import images  # noqa: E402
 import tls_dockerd  # noqa: E402
 from airflow_services import AirflowServices  # noqa: E402
 
-from remote_docker import ownership  # noqa: E402
-from remote_docker.ownership import Deployment  # noqa: E402
+from remote_docker.daemon import ownership  # noqa: E402
+from remote_docker.daemon.ownership import Deployment  # noqa: E402
 
 ENGINE = engines.chosen()  # REMOTE_DOCKER_ENGINE: every daemon the tests start is this engine (scripts/engines.py)
 ENGINE_KIND = engines.ENGINES[ENGINE].kind
@@ -382,7 +382,7 @@ def registry(daemon: Daemon, tmp_path_factory) -> Iterator[Registry]:
 
     dockerd treats 127.0.0.0/8 registries as insecure (plain HTTP), so auth is real here but
     registry certificate verification can't be exercised on loopback."""
-    from remote_docker import certs
+    from remote_docker.daemon import certs
 
     binary = shutil.which("docker-registry")
     if not binary:

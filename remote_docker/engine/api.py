@@ -21,7 +21,8 @@ from typing import Any, Literal, TypeVar
 import aiodocker
 import aiohttp
 
-from remote_docker.connection import DaemonConfig
+from remote_docker.daemon.connection import DaemonConfig
+from remote_docker.daemon.errors import DaemonError, explain, timed_out
 from remote_docker.engine import versions
 from remote_docker.engine.clients import (
     NegotiatingDocker,
@@ -29,8 +30,7 @@ from remote_docker.engine.clients import (
     small_tls_buffers,
     stream_tls_buffer_bytes,
 )
-from remote_docker.engine.gate import start_slot
-from remote_docker.errors import DaemonError, explain, timed_out
+from remote_docker.engine.start_slots import start_slot
 
 # unsupported: the daemon can't do this for this container (a log driver that can't be read back)
 ErrorKind = Literal["unreachable", "gone", "conflict", "unsupported", "api"]
@@ -154,7 +154,7 @@ class Engine:
         await self._call("copying files to", container.put_archive("/", archive), bound=self.config.timeout + len(archive) / 1e6)
 
     async def start(self, container_id: str) -> None:
-        """Start a created container, as many at a time per daemon as it has CPUs (``gate``)."""
+        """Start a created container, as many at a time per daemon as it has CPUs (``start_slots``)."""
         async with start_slot(self.url, self._cpus):
             await self._call("starting a container on", self.docker.containers.container(container_id).start())
 

@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 from requests.adapters import HTTPAdapter
 
-from remote_docker.connection import DaemonConfig
+from remote_docker.daemon.connection import DaemonConfig
 from remote_docker.engine import versions
 from remote_docker.engine.versions import DaemonFacts
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from remote_docker.connection import DaemonConfig, DaemonConfigError, parse_api_version
+from remote_docker.daemon.connection import DaemonConfig, DaemonConfigError, parse_api_version
 
 # Docker 20.10's API: the oldest engine we test; everything we call exists there.
 OLDEST = "1.41"

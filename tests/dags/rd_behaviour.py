@@ -1,4 +1,4 @@
-"""One task per behaviour of RemoteDockerOperator; tests/test_operator_dag.py checks each.
+"""One task per behaviour of RemoteDockerOperator; tests/airflow/test_operator_dag.py checks each.
 
 All tasks are independent so one `airflow dags test` run exercises all of them.
 """

@@ -1,4 +1,4 @@
-"""Builds on the remote daemon (tests/test_build_prune.py): from a mapping and from a folder, pushed to a
+"""Builds on the remote daemon (tests/daemon/test_build_prune.py): from a mapping and from a folder, pushed to a
 private registry and run from there; a failing step and a missing Dockerfile."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""@task.remote_docker behaviours; tests/test_decorator.py checks each task."""
+"""@task.remote_docker behaviours; tests/airflow/test_decorator.py checks each task."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 from airflow.sdk import DAG, task
 
-from remote_docker.spec import ContainerSpec
+from remote_docker.lifecycle.spec import ContainerSpec
 
 PYTHON = os.environ.get("REMOTE_DOCKER_TEST_PYTHON_IMAGE", "rd-test/python:3.11")
 CLOUDPICKLE = os.environ.get("REMOTE_DOCKER_TEST_CLOUDPICKLE_IMAGE", "rd-test/python-cloudpickle:3.11")

@@ -1,4 +1,4 @@
-"""Tasks on a pool of daemons (tests/test_pool.py): spread, pinned, by label, and waiting for room."""
+"""Tasks on a pool of daemons (tests/daemon/test_pool.py): spread, pinned, by label, and waiting for room."""
 
 from __future__ import annotations
 

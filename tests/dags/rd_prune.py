@@ -1,4 +1,4 @@
-"""Task instances for tests/test_build_prune.py to judge containers by, and the prune operator itself."""
+"""Task instances for tests/daemon/test_build_prune.py to judge containers by, and the prune operator itself."""
 
 from __future__ import annotations
 

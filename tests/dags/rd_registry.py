@@ -1,4 +1,4 @@
-"""Pulls from a private registry with docker_conn_id credentials (tests/test_registry.py)."""
+"""Pulls from a private registry with docker_conn_id credentials (tests/daemon/test_registry.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pulls with credentials from Docker credential helpers and from ECR (tests/test_registry_sources.py).
+"""Pulls with credentials from Docker credential helpers and from ECR (tests/daemon/test_registry_sources.py).
 
 One `airflow dags test` process runs them in order, so its credential cache carries from task to task:
 the helper's password rotates between two pulls, and the second pull starts with the stale one."""

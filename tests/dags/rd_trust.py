@@ -1,4 +1,4 @@
-"""Tasks whose containers strangers imitate: tests/test_trust.py starts the imitations before the run.
+"""Tasks whose containers strangers imitate: tests/daemon/test_trust.py starts the imitations before the run.
 
 Each task fails its first try and succeeds on its second, so the second try looks for an earlier try's
 container to reattach to; it must adopt none of the strangers', and its result is its own.

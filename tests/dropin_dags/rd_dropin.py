@@ -1,6 +1,6 @@
 """The official provider's examples and the behaviours a switching user relies on, built twice from one
 definition: with the official DockerOperator / @task.docker and with ours, the import being the only
-difference. tests/test_dropin.py runs both DAGs of each pair on the test daemon and compares them.
+difference. tests/airflow/test_dropin.py runs both DAGs of each pair on the test daemon and compares them.
 
 Besides the import, only what this machine forces is changed from the official examples: the image (no
 registry is reachable: local images stand in for centos and python:3.9-slim), network_mode="none" (no
@@ -120,7 +120,7 @@ for flavour, Operator in FLAVOURS.items():
         order_summary = transform(extract())
         load(order_summary["total_order_value"])
 
-    # ---- behaviours a switching user's DAGs rely on (tests/test_dropin.py, the table in docs/migrating.md)
+    # ---- behaviours a switching user's DAGs rely on (tests/airflow/test_dropin.py, the table in docs/migrating.md)
     with DAG(f"dropin_{flavour}", schedule=None, start_date=START, catchup=False):
         def run(task_id: str, script: str, operator: type = Operator, **kwargs):
             return operator(task_id=task_id, image=IMAGE, network_mode="none", command=["sh", "-c", script],

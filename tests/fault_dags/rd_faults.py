@@ -1,4 +1,4 @@
-"""DAGs for tests/test_service_faults.py: faults injected while containers run deferred.
+"""DAGs for tests/services/test_service_faults.py: faults injected while containers run deferred.
 
 Every container writes each line it prints to /tmp/out.txt too, so a test can compare the
 task log with what the container itself says it wrote.

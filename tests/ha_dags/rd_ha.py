@@ -1,4 +1,4 @@
-"""DAGs for tests/test_pool_ha.py: a pool of three daemons under two triggerers, on PostgreSQL."""
+"""DAGs for tests/services/test_pool_ha.py: a pool of three daemons under two triggerers, on PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DAGs for tests/test_fast_path.py: where each task starts and ends, and what a downstream task reads."""
+"""DAGs for tests/services/test_fast_path.py: where each task starts and ends, and what a downstream task reads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DAGs for tests/test_services.py (real scheduler + triggerer)."""
+"""DAGs for tests/services/test_services.py (real scheduler + triggerer)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Reaching a daemon and trusting it: connections, certificates, ownership, registries, diagnosis."""

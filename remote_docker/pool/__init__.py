@@ -1,0 +1,1 @@
+"""The daemons a connection names, and which of them takes a container."""
