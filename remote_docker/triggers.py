@@ -169,7 +169,7 @@ class ContainerTrigger(BaseTrigger):
                 # timeout the container was killed, or not: the daemon is asked again how many run
                 if end.status == "timeout":
                     room_freed(engine.url)
-                if end.succeeded and (ending := self._ending_here()):
+                if ending := self._ending_here():
                     task_end = await end_in_triggerer(engine, end, ending, self.task_instance, self.log)
         except (DaemonConfigError, EngineError) as err:
             follower.flush()

@@ -249,10 +249,37 @@ def possible_in_triggerer() -> bool:
 
 
 async def end_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: Any) -> Any | None:
-    """Airflow's ``TaskSuccessEvent`` that ends the task here, with its XCom written through the SDK exactly as a
-    worker writes it (the configured XCom backend included) and the container removed if ``auto_remove`` says so;
-    None to resume on a worker instead (the result is too big for the triggerer's memory, or a call failed). The
-    task then goes from DEFERRED to SUCCESS without being SCHEDULED again: the stale executor event can't touch it."""
+    """Airflow's event that ends the task here (``TaskSuccessEvent`` on exit 0, ``TaskSkippedEvent`` on a code of
+    ``ending.skip_on_exit_code``), or None to resume on a worker instead (any other end, a result too big for the
+    triggerer's memory, or a call that failed). The task then goes from DEFERRED to its end without being
+    SCHEDULED again: the stale executor event can't touch it."""
+    if end.status != "exited":
+        return None
+    if end.succeeded:
+        return await _succeed_in_triggerer(engine, end, ending, ti, log)
+    if end.exit_code in ending.skip_on_exit_code:
+        return await _skip_in_triggerer(engine, end, ending, log)
+    return None
+
+
+async def _skip_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, log: Any) -> Any | None:
+    """The skip a worker would raise (``ContainerFailedSkipException``: its line is logged), and ``auto_remove='force'``."""
+    from airflow.triggers.base import TaskSkippedEvent
+
+    try:
+        if ending.remove_on_skip:
+            await engine.remove(end.container_id)
+    except EngineError as err:
+        log.warning("Could not end the task from the triggerer (%s); a worker will.", err)
+        return None
+    log.info("Container %s exited with code %s, listed in skip_on_exit_code: the task is skipped here, without a "
+             "worker.", end.container_id[:12], end.exit_code)
+    return TaskSkippedEvent()
+
+
+async def _succeed_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: Any) -> Any | None:
+    """The XCom written through the SDK exactly as a worker writes it (the configured XCom backend included), the
+    container removed if ``auto_remove`` says so, and ``TaskSuccessEvent``."""
     from airflow.sdk.execution_time.xcom import XCom
     from airflow.triggers.base import TaskSuccessEvent
 

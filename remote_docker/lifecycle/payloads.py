@@ -260,13 +260,17 @@ class ContainerRecord:
 
 @dataclass(frozen=True)
 class Ending:
-    """How a trigger may end its task without a worker: the XCom to push (``last`` / ``all`` stdout lines, or
-    None for none), whether ``auto_remove`` removes the container on success, and whether it has a TTY."""
+    """How a trigger may end its task without a worker: on exit 0, with the XCom to push (``last`` / ``all``
+    stdout lines, or None for none); on an exit code of ``skip_on_exit_code`` (empty: a skip resumes on a
+    worker), as skipped. ``remove``: ``auto_remove`` removes the container on success; ``remove_on_skip``: on a
+    skip too (``force``). ``tty``: the container has a TTY. Version 1 had no skip."""
 
     xcom: Literal["last", "all"] | None = "last"
     remove: bool = False
     tty: bool = False
-    version: int = 1
+    skip_on_exit_code: list[int] = field(default_factory=list)
+    remove_on_skip: bool = False
+    version: int = 2
 
     def to_payload(self) -> dict[str, Any]:
         return _write(self)

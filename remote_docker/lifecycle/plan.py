@@ -159,7 +159,8 @@ def plan_of(op: Any, own_methods: frozenset[str] = frozenset()) -> TaskPlan:
 def _ending(op: Any, own_methods: frozenset[str]) -> Ending | None:
     """How a trigger may end the task, or None when its worker has something left to do: decode a file, push
     several XComs, emit asset events, skip on exit 0, feed mapped tasks (the worker records the length to map
-    over), or run a subclass's own completion."""
+    over), or run a subclass's own completion. A skip code ends it there too, unless an ``on_skipped_callback``
+    is to run (a worker runs it; Airflow sends no callback for a skip a trigger makes)."""
     if op.retrieve_output or op.multiple_outputs or op.outlets or 0 in op.skip_on_exit_code \
             or getattr(op, "returns_dag_result", False) or own_methods & {"execute_complete", "post_execute"}:
         return None
@@ -169,7 +170,12 @@ def _ending(op: Any, own_methods: frozenset[str]) -> Ending | None:
     except Exception:  # not in a DAG (yet)
         pass
     xcom = ("all" if op.xcom_all else "last") if op.do_xcom_push else None
-    return Ending(xcom=xcom, remove=op.auto_remove in ("success", "force"), tty=op.tty)
+    try:
+        skips = [] if op.on_skipped_callback else sorted(int(code) for code in op.skip_on_exit_code)
+    except (TypeError, ValueError):  # a Container that can't be listed: a worker tests each code against it
+        skips = []
+    return Ending(xcom=xcom, remove=op.auto_remove in ("success", "force"), tty=op.tty, skip_on_exit_code=skips,
+                  remove_on_skip=op.auto_remove == "force")
 
 
 def _worker_start_reason(op: Any, plan: TaskPlan, own_methods: frozenset[str]) -> str | None:

@@ -68,9 +68,19 @@ def test_tasks_start_and_end_where_nothing_needs_a_worker(services: AirflowServi
     rows = ti_rows(services, "rd_fast", run_id)
     no_worker = {task for (task, _), (_, host) in rows.items() if not host}
     assert no_worker == {"in_triggerer", "in_triggerer_all", "in_triggerer_number", "in_triggerer_silent",
-                         "templated_in_triggerer"}, rows
+                         "templated_in_triggerer", "in_triggerer_skips"}, rows
     assert rows[("in_triggerer_fails", -1)] == ("failed", rows[("on_worker", -1)][1]), "a failure resumes on a worker"
-    assert {state for state, _ in rows.values()} == {"success", "failed"}
+    assert {state for state, _ in rows.values()} == {"success", "failed", "skipped"}
+    skipped = {task for (task, _), (state, _) in rows.items() if state == "skipped"}
+    assert skipped == {"in_triggerer_skips", "deferred_skips", "skips_with_callback"}, rows
+    # a skip ends where the container was followed: no worker starts again for it, unless a callback needs one
+    for task_id in ("in_triggerer_skips", "deferred_skips"):
+        log = services.task_log("rd_fast", run_id, task_id)
+        assert "exited with code 7, listed in skip_on_exit_code: the task is skipped here, without a worker" in log
+    with_callback = services.task_log("rd_fast", run_id, "skips_with_callback")
+    assert "the task is skipped here" not in with_callback and "listed in skip_on_exit_code" in with_callback
+    assert not containers_of(docker_client, "rd_fast", run_id, "in_triggerer_skips"), "auto_remove='force' removed it"
+    assert len(containers_of(docker_client, "rd_fast", run_id, "deferred_skips")) == 1
 
     # a downstream task reads exactly what a worker push gives, whoever pushed it
     read = services.rest("GET", f"/api/v2/dags/rd_fast/dagRuns/{run_id}/taskInstances/read_back/xcomEntries/return_value")["value"]

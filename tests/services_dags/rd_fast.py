@@ -36,6 +36,13 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         sh("in_triggerer_fails", "echo doomed; exit 3", retries=0),  # failure: resumes on a worker
         sh("templated_in_triggerer", "echo {{ params.word }}-$RUN", environment={"RUN": "{{ run_id }}"}),
     ]
+    # a skip code ends the task as skipped where it is followed, unless a skip callback needs a worker
+    skipping = [
+        sh("in_triggerer_skips", "echo skipping; exit 7", skip_on_exit_code=7, auto_remove="force"),
+        sh("deferred_skips", "echo skipping; exit 7", start_from_trigger=False, defer_after=0, skip_on_exit_code=[7]),
+        sh("skips_with_callback", "echo skipping; exit 7", start_from_trigger=False, defer_after=0,
+           skip_on_exit_code=[7], on_skipped_callback=lambda context: print("skip callback ran")),
+    ]
     mapped = RemoteDockerOperator.partial(task_id="mapped", image=IMAGE, network_mode="none", start_from_trigger=True).expand(
         command=[["sh", "-c", "echo map-a"], ["sh", "-c", "echo map-b"]])
 
@@ -47,7 +54,7 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         values["mapped"] = list(ti.xcom_pull(task_ids="mapped"))
         return {name: [type(value).__name__, value] for name, value in values.items()}
 
-    [*pushed, mapped] >> read_back()
+    [*pushed, *skipping, mapped] >> read_back()
 
 
 with DAG("rd_fast_kill_during_start", schedule=None, start_date=START, catchup=False):

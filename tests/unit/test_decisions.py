@@ -80,9 +80,11 @@ def ending_of(**kwargs) -> Ending | None:
 @pytest.mark.parametrize(("kwargs", "ending"), [
     ({}, Ending("last", False, False)),
     ({"xcom_all": True, "auto_remove": "success", "tty": True}, Ending("all", True, True)),
-    ({"do_xcom_push": False, "auto_remove": "force"}, Ending(None, True, False)),
+    ({"do_xcom_push": False, "auto_remove": "force"}, Ending(None, True, False, remove_on_skip=True)),
     ({"retrieve_output": True, "retrieve_output_path": "/o"}, None),  # a file to decode: a worker only
     ({"skip_on_exit_code": 0}, None),  # exit 0 skips: a worker raises the skip
+    ({"skip_on_exit_code": [7, 3], "auto_remove": "force"}, Ending("last", True, False, [3, 7], True)),
+    ({"skip_on_exit_code": 7, "on_skipped_callback": print}, Ending("last", False, False, [])),  # a worker runs it
     ({"multiple_outputs": True}, None),  # several XComs from a dict: a worker pushes them
 ])
 def test_which_tasks_may_end_in_the_triggerer(kwargs: dict, ending: Ending | None) -> None:

@@ -115,6 +115,7 @@ def test_a_container_record_of_before_versions_reads() -> None:
 
 
 def test_an_ending_of_before_versions_reads() -> None:
-    assert Ending.from_payload({"xcom": "all", "remove": True, "tty": False}) == Ending("all", True, False)
+    assert Ending.from_payload({"xcom": "all", "remove": True, "tty": False}) == Ending("all", True, False, version=1)
+    assert Ending.from_payload({"xcom": "all"}).skip_on_exit_code == [], "version 1 had no skip: a worker skips"
     assert Ending.from_payload(None) is None
     assert Ending.from_payload(Ending(None).to_payload()).xcom is None
