@@ -18,7 +18,8 @@ if _REPORT:
             return
         code = frame.f_code
         path = code.co_filename
-        if "/remote_docker/" not in path or code.co_name.startswith("<"):
+        # functions only: not a module's or a class body's code (CO_OPTIMIZED), nor a comprehension or lambda
+        if "/remote_docker/" not in path or code.co_name.startswith("<") or not code.co_flags & 0x1:
             return
         key = (os.getpid(), path, code.co_firstlineno)
         if key in _seen:
