@@ -46,6 +46,11 @@ TRIGGER_XCOMS = airflow_at_least("3.3.0")
 # Verified on 3.3; older triggerers resume on a worker instead.
 END_IN_TRIGGERER = airflow_at_least("3.3.0")
 
+# A trigger's TaskFailedEvent respects the task's retries (UP_FOR_RETRY, on_retry_callback) from 3.3.1
+# (apache/airflow#69821, backported to 3.3.1 in #71163); 3.3.0 fails the task for good, so a failure resumes on a
+# worker there.
+FAIL_IN_TRIGGERER = airflow_at_least("3.3.1")
+
 # BaseTrigger.on_kill runs when a user marks or clears a deferred task (3.3.0). Before, a container
 # keeps running after a user ends its deferred task (remote-docker prune removes such orphans).
 ON_KILL_WHILE_DEFERRED = airflow_at_least("3.3.0")

@@ -258,23 +258,32 @@ async def end_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, ti: An
     if end.succeeded:
         return await _succeed_in_triggerer(engine, end, ending, ti, log)
     if end.exit_code in ending.skip_on_exit_code:
-        return await _skip_in_triggerer(engine, end, ending, log)
+        return await _skip_or_fail_in_triggerer(engine, end, ending, log, skip=True) if ending.skip_here else None
+    # a failure during a daemon outage is explained by asking the daemon (Finish.judge): a worker does that
+    if ending.fail_here and end.exit_code is not None and not end.ended_while_unreachable:
+        return await _skip_or_fail_in_triggerer(engine, end, ending, log, skip=False)
     return None
 
 
-async def _skip_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, log: Any) -> Any | None:
-    """The skip a worker would raise (``ContainerFailedSkipException``: its line is logged), and ``auto_remove='force'``."""
-    from airflow.triggers.base import TaskSkippedEvent
+async def _skip_or_fail_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, log: Any, *, skip: bool) -> Any | None:
+    """The skip or failure a worker would raise, its line logged (a failure's with the last lines), the container
+    removed if ``auto_remove='force'``, and Airflow's ``TaskSkippedEvent`` / ``TaskFailedEvent`` (retries apply)."""
+    from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent
 
     try:
-        if ending.remove_on_skip:
+        if ending.remove_always:
             await engine.remove(end.container_id)
     except EngineError as err:
         log.warning("Could not end the task from the triggerer (%s); a worker will.", err)
         return None
-    log.info("Container %s exited with code %s, listed in skip_on_exit_code: the task is skipped here, without a "
-             "worker.", end.container_id[:12], end.exit_code)
-    return TaskSkippedEvent()
+    if skip:
+        log.info("Container %s exited with code %s, listed in skip_on_exit_code: the task is skipped here, without a "
+                 "worker.", end.container_id[:12], end.exit_code)
+        return TaskSkippedEvent()
+    exited = {"Id": end.container_id, "State": {"Running": False, "ExitCode": end.exit_code, "OOMKilled": end.oom_killed}}
+    verdict = Finish(image=ending.image, skip_on_exit_code=tuple(ending.skip_on_exit_code)).verdict(end, exited)
+    log.error("%s: %s (the task fails here, without a worker; its retries apply)", type(verdict).__name__, verdict)
+    return TaskFailedEvent()
 
 
 async def _succeed_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: Any) -> Any | None:

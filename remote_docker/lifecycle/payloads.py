@@ -261,15 +261,18 @@ class ContainerRecord:
 @dataclass(frozen=True)
 class Ending:
     """How a trigger may end its task without a worker: on exit 0, with the XCom to push (``last`` / ``all``
-    stdout lines, or None for none); on an exit code of ``skip_on_exit_code`` (empty: a skip resumes on a
-    worker), as skipped. ``remove``: ``auto_remove`` removes the container on success; ``remove_on_skip``: on a
-    skip too (``force``). ``tty``: the container has a TTY. Version 1 had no skip."""
+    stdout lines, or None for none); on an exit code of ``skip_on_exit_code`` with ``skip_here``, as skipped; on
+    another non-zero exit with ``fail_here``, as failed (its retries apply), the failure line naming ``image``. ``remove``: ``auto_remove`` removes the container on success; ``remove_always``: on any
+    end (``force``). ``tty``: the container has a TTY. Version 1 had neither skip nor failure."""
 
     xcom: Literal["last", "all"] | None = "last"
     remove: bool = False
     tty: bool = False
     skip_on_exit_code: list[int] = field(default_factory=list)
-    remove_on_skip: bool = False
+    skip_here: bool = False
+    remove_always: bool = False
+    fail_here: bool = False
+    image: str = ""
     version: int = 2
 
     def to_payload(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ DEFAULT_DEFER_AFTER = 2.0
 LONG_IF_ENDING_IN_TRIGGERER = 10.0
 LONG_IF_RESUMING_ON_WORKER = 50.0
 # The operator's methods a subclass may replace; one replaced means its worker has something to do
-OWN_METHODS = ("execute", "pre_execute", "execute_complete", "post_execute")
+OWN_METHODS = ("execute", "pre_execute", "execute_complete", "post_execute", "explain_failure")
 _DEFAULT_POOL = "default_pool"
 
 
@@ -98,7 +98,9 @@ class TaskPlan:
         ends_in_triggerer = compat.END_IN_TRIGGERER and self.ending is not None
         previous = history.last(ti.dag_id, ti.task_id)  # a short run ended on this worker: no need to ask Airflow
         if previous is None or previous == history.DEFERRED:
-            asked = previous_duration(ti) if compat.PREVIOUS_TASK_INSTANCE else None
+            # a task that skips on an exit code ends as skipped, not as a success: its skipped runs tell its length too
+            states = ("success", "skipped") if self.ending and self.ending.skip_on_exit_code else ("success",)
+            asked = previous_duration(ti, states) if compat.PREVIOUS_TASK_INSTANCE else None
             if asked is None and previous == history.DEFERRED:
                 log.info("Deferring at once: this task outlasted its worker's follow time when it last ran here.")
                 return 0.0
@@ -116,14 +118,17 @@ class TaskPlan:
         return max(DEFAULT_DEFER_AFTER, 2 * previous)
 
 
-def previous_duration(ti: Any) -> float | None:
-    """How long this task's previous successful run took (seconds), or None when there is none to ask."""
-    try:
-        previous = ti.get_previous_ti(state="success", map_index=ti.map_index)
-    except Exception:  # a history aid only: a failed lookup leaves the default
-        return None
-    duration = getattr(previous, "duration", None)
-    return float(duration) if duration is not None else None
+def previous_duration(ti: Any, states: tuple[str, ...] = ("success",)) -> float | None:
+    """How long this task's previous run that ended in one of ``states`` (asked in that order) took, in seconds;
+    None when there is none to ask."""
+    for state in states:
+        try:
+            previous = ti.get_previous_ti(state=state, map_index=ti.map_index)
+        except Exception:  # a history aid only: a failed lookup leaves the default
+            return None
+        if (duration := getattr(previous, "duration", None)) is not None:
+            return float(duration)
+    return None
 
 
 # ---------------------------------------------------------------------- reading the operator
@@ -160,7 +165,9 @@ def _ending(op: Any, own_methods: frozenset[str]) -> Ending | None:
     """How a trigger may end the task, or None when its worker has something left to do: decode a file, push
     several XComs, emit asset events, skip on exit 0, feed mapped tasks (the worker records the length to map
     over), or run a subclass's own completion. A skip code ends it there too, unless an ``on_skipped_callback``
-    is to run (a worker runs it; Airflow sends no callback for a skip a trigger makes)."""
+    is to run (a worker runs it; Airflow sends no callback for a skip a trigger makes); so does a failure, where
+    Airflow routes its retries (``compat.FAIL_IN_TRIGGERER``) and no failure or retry callback or email expects
+    the exception a worker raises, nor a subclass explains it."""
     if op.retrieve_output or op.multiple_outputs or op.outlets or 0 in op.skip_on_exit_code \
             or getattr(op, "returns_dag_result", False) or own_methods & {"execute_complete", "post_execute"}:
         return None
@@ -171,11 +178,13 @@ def _ending(op: Any, own_methods: frozenset[str]) -> Ending | None:
         pass
     xcom = ("all" if op.xcom_all else "last") if op.do_xcom_push else None
     try:
-        skips = [] if op.on_skipped_callback else sorted(int(code) for code in op.skip_on_exit_code)
+        skips = sorted(int(code) for code in op.skip_on_exit_code)
     except (TypeError, ValueError):  # a Container that can't be listed: a worker tests each code against it
-        skips = []
+        return None
+    fail_here = compat.FAIL_IN_TRIGGERER and not (op.on_failure_callback or op.on_retry_callback or op.email
+                                                   or "explain_failure" in own_methods)
     return Ending(xcom=xcom, remove=op.auto_remove in ("success", "force"), tty=op.tty, skip_on_exit_code=skips,
-                  remove_on_skip=op.auto_remove == "force")
+                  skip_here=not op.on_skipped_callback, remove_always=op.auto_remove == "force", fail_here=bool(fail_here), image=str(op.image))
 
 
 def _worker_start_reason(op: Any, plan: TaskPlan, own_methods: frozenset[str]) -> str | None:

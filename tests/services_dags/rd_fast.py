@@ -33,7 +33,7 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         sh("on_worker_number", "echo 42", start_from_trigger=False),
         sh("in_triggerer_silent", "echo only-stderr >&2"),  # no stdout line: no XCom, as from a worker
         sh("on_worker_silent", "echo only-stderr >&2", start_from_trigger=False),
-        sh("in_triggerer_fails", "echo doomed; exit 3", retries=0),  # failure: resumes on a worker
+        sh("in_triggerer_fails", "echo doomed; exit 3", retries=0),  # a failure ends where it is followed too
         sh("templated_in_triggerer", "echo {{ params.word }}-$RUN", environment={"RUN": "{{ run_id }}"}),
     ]
     # a skip code ends the task as skipped where it is followed, unless a skip callback needs a worker
@@ -42,6 +42,13 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         sh("deferred_skips", "echo skipping; exit 7", start_from_trigger=False, defer_after=0, skip_on_exit_code=[7]),
         sh("skips_with_callback", "echo skipping; exit 7", start_from_trigger=False, defer_after=0,
            skip_on_exit_code=[7], on_skipped_callback=lambda context: print("skip callback ran")),
+    ]
+    # a failure with a retry left goes up for retry from the triggerer; a failure callback needs a worker
+    failing = [
+        sh("fails_twice", "echo doomed; exit 4", start_from_trigger=False, defer_after=0, retries=1,
+           retry_delay=dt.timedelta(seconds=1)),
+        sh("fails_with_callback", "echo doomed; exit 4", start_from_trigger=False, defer_after=0, retries=0,
+           on_failure_callback=lambda context: print("failure callback saw", type(context["exception"]).__name__)),
     ]
     mapped = RemoteDockerOperator.partial(task_id="mapped", image=IMAGE, network_mode="none", start_from_trigger=True).expand(
         command=[["sh", "-c", "echo map-a"], ["sh", "-c", "echo map-b"]])
@@ -54,7 +61,7 @@ with DAG("rd_fast", schedule=None, start_date=START, catchup=False, params={"wor
         values["mapped"] = list(ti.xcom_pull(task_ids="mapped"))
         return {name: [type(value).__name__, value] for name, value in values.items()}
 
-    [*pushed, *skipping, mapped] >> read_back()
+    [*pushed, *skipping, *failing, mapped] >> read_back()
 
 
 with DAG("rd_fast_kill_during_start", schedule=None, start_date=START, catchup=False):

@@ -55,6 +55,17 @@ def test_trigger_xcoms_and_masking_need_the_async_sdk_calls() -> None:
     assert hasattr(sdk_log, "amask_secret") == compat.airflow_at_least("3.3.0")
 
 
+def test_a_failure_ends_in_the_triggerer_only_where_airflow_routes_its_retries() -> None:
+    """apache/airflow#69821 (3.3.1): the handler of a trigger's end event sends a FAILED one to UP_FOR_RETRY when the
+    task may retry; before, it failed for good."""
+    if not compat.END_IN_TRIGGERER:
+        assert not compat.FAIL_IN_TRIGGERER
+        return
+    from airflow.models import trigger
+
+    assert ("is_eligible_to_retry" in inspect.getsource(trigger)) == compat.FAIL_IN_TRIGGERER
+
+
 def test_on_kill_while_deferred_follows_the_base_trigger() -> None:
     from airflow.triggers.base import BaseTrigger
 

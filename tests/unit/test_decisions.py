@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from dataclasses import replace
 
 import pytest
 
@@ -74,21 +75,44 @@ def test_a_failure_during_a_daemon_outage_says_what_the_daemon_said() -> None:
 
 
 def ending_of(**kwargs) -> Ending | None:
-    return RemoteDockerOperator(task_id="t", image="busybox", **kwargs).plan().ending
+    ending = RemoteDockerOperator(task_id="t", image="busybox", **kwargs).plan().ending
+    return ending and replace(ending, fail_here=False, image="")  # failures: test_which_failures_end_in_the_triggerer
 
 
 @pytest.mark.parametrize(("kwargs", "ending"), [
-    ({}, Ending("last", False, False)),
-    ({"xcom_all": True, "auto_remove": "success", "tty": True}, Ending("all", True, True)),
-    ({"do_xcom_push": False, "auto_remove": "force"}, Ending(None, True, False, remove_on_skip=True)),
+    ({}, Ending("last", False, False, skip_here=True)),
+    ({"xcom_all": True, "auto_remove": "success", "tty": True}, Ending("all", True, True, skip_here=True)),
+    ({"do_xcom_push": False, "auto_remove": "force"}, Ending(None, True, False, skip_here=True, remove_always=True)),
     ({"retrieve_output": True, "retrieve_output_path": "/o"}, None),  # a file to decode: a worker only
     ({"skip_on_exit_code": 0}, None),  # exit 0 skips: a worker raises the skip
-    ({"skip_on_exit_code": [7, 3], "auto_remove": "force"}, Ending("last", True, False, [3, 7], True)),
-    ({"skip_on_exit_code": 7, "on_skipped_callback": print}, Ending("last", False, False, [])),  # a worker runs it
+    ({"skip_on_exit_code": [7, 3], "auto_remove": "force"}, Ending("last", True, False, [3, 7], True, True)),
+    ({"skip_on_exit_code": 7, "on_skipped_callback": print}, Ending("last", False, False, [7], False)),  # a worker runs it
     ({"multiple_outputs": True}, None),  # several XComs from a dict: a worker pushes them
 ])
 def test_which_tasks_may_end_in_the_triggerer(kwargs: dict, ending: Ending | None) -> None:
     assert ending_of(**kwargs) == ending
+
+
+@pytest.mark.parametrize(("kwargs", "fails_here"), [
+    ({}, True),
+    ({"retries": 3}, True),  # Airflow routes the retry (compat.FAIL_IN_TRIGGERER)
+    ({"on_failure_callback": print}, False),  # the callback expects the exception a worker raises
+    ({"on_retry_callback": print}, False),
+    ({"email": "ops@example.com"}, False),
+])
+def test_which_failures_end_in_the_triggerer(kwargs: dict, fails_here: bool) -> None:
+    from remote_docker import compat
+
+    ending = RemoteDockerOperator(task_id="t", image="busybox", **kwargs).plan().ending
+    assert ending.fail_here == (fails_here and compat.FAIL_IN_TRIGGERER) and ending.image == "busybox"
+
+
+def test_a_subclass_that_explains_its_failures_fails_on_a_worker() -> None:
+    class Explains(RemoteDockerOperator):
+        def explain_failure(self, err, end):
+            return err
+
+    assert not Explains(task_id="t", image="busybox").plan().ending.fail_here
 
 
 def test_a_subclass_with_its_own_completion_resumes_on_a_worker() -> None:

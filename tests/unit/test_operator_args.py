@@ -159,17 +159,18 @@ def test_a_decorated_function_starts_on_a_worker() -> None:
 
 
 class History:
-    """A task instance as far as ``TaskPlan.follow_for`` asks it: its previous successful run's duration."""
+    """A task instance as far as ``TaskPlan.follow_for`` asks it: its previous run's duration in a state."""
 
     map_index = -1
 
-    def __init__(self, duration: float | None) -> None:
-        self.duration = duration
+    def __init__(self, duration: float | None, state: str = "success") -> None:
+        self.duration, self.state, self.asked = duration, state, []
         self.dag_id, self.task_id = "rd_history_test", f"never-run-{id(self)}"  # no record on this machine
 
     def get_previous_ti(self, state: str, map_index: int):
-        assert state == "success"
-        return None if self.duration is None else type("Previous", (), {"duration": self.duration})()
+        self.asked.append(state)
+        found = self.duration is not None and state == self.state
+        return type("Previous", (), {"duration": self.duration})() if found else None
 
 
 @pytest.mark.parametrize(("kwargs", "previous", "followed"), [
@@ -191,6 +192,19 @@ def test_how_long_the_worker_follows_before_deferring(kwargs: dict, previous: fl
     if compat.PREVIOUS_TASK_INSTANCE and not compat.END_IN_TRIGGERER and not kwargs and previous == 25.0:
         expected = 50.0  # nothing ends in the triggerer there: resuming on a worker is the rule
     assert operator.plan().follow_for(History(previous), logging.getLogger("test")) == expected
+
+
+def test_a_task_with_a_skip_code_learns_its_length_from_its_skipped_runs_too() -> None:
+    from remote_docker import compat
+
+    if not (compat.PREVIOUS_TASK_INSTANCE and compat.END_IN_TRIGGERER):
+        return  # nothing asked of Airflow, or a skip resumes on a worker: the default window
+    skipped_before = History(3.0, state="skipped")
+    assert make(skip_on_exit_code=7).plan().follow_for(skipped_before, logging.getLogger("test")) == 6.0
+    assert skipped_before.asked == ["success", "skipped"]
+    without_skips = History(3.0, state="skipped")
+    assert make().plan().follow_for(without_skips, logging.getLogger("test")) == 2.0, "no skip code: success only"
+    assert without_skips.asked == ["success"]
 
 
 def test_a_short_run_this_worker_saw_decides_without_asking_airflow(monkeypatch, tmp_path) -> None:
