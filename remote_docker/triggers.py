@@ -7,8 +7,9 @@ Lifecycle of ``run()``:
 2. resume: the log hand-over from the worker, or a checkpoint a dead triggerer left;
 3. follow the log and wait for the exit (the one follow path, ``watch.ContainerWatch``), riding out daemon
    outages; at the deadline kill the container;
-4. end: a container that exited 0 and needs nothing of a worker ends its task here
-   (``finish.end_in_triggerer``); otherwise one event (``payloads.WatchEnd``) resumes the task on a worker.
+4. end: a container whose end needs nothing of a worker (exit 0, a skip code, a failure: ``payloads.Ending``)
+   ends its task here (``finish.end_in_triggerer``); otherwise one event (``payloads.WatchEnd``) resumes the
+   task on a worker.
 
 Besides starting, the only things it does to a container are those nobody else can do while
 the task is deferred: kill it at the deadline, stop it when a user marks or clears the task

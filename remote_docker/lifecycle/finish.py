@@ -4,7 +4,8 @@
 container may have been removed since), read the result (the last stdout line, all of them, or the
 decoded ``retrieve_output_path`` file) and remove the container as ``auto_remove`` says, with its
 anonymous volumes. ``end_in_triggerer`` (Airflow >= 3.3): a container that exited 0 whose result is a
-stdout line or all of them ends its task where the trigger runs, with the same XCom and removal.
+stdout line or all of them ends its task where the trigger runs, with the same XCom and removal; so does a
+skip code, and (3.3.1+) a failure, retries applying, when no callback waits for a worker's exception.
 
 Decoding happens here on a worker and only here: unpickling runs arbitrary code, so a task whose result
 is a file never ends in the triggerer (``TaskPlan.ending``).
@@ -250,8 +251,8 @@ def possible_in_triggerer() -> bool:
 
 async def end_in_triggerer(engine: Engine, end: WatchEnd, ending: Ending, ti: Any, log: Any) -> Any | None:
     """Airflow's event that ends the task here (``TaskSuccessEvent`` on exit 0, ``TaskSkippedEvent`` on a code of
-    ``ending.skip_on_exit_code``), or None to resume on a worker instead (any other end, a result too big for the
-    triggerer's memory, or a call that failed). The task then goes from DEFERRED to its end without being
+    ``ending.skip_on_exit_code``, ``TaskFailedEvent`` on another exit with ``ending.fail_here``), or None to resume
+    on a worker instead (any other end, a result too big for the triggerer's memory, or a call that failed). The task then goes from DEFERRED to its end without being
     SCHEDULED again: the stale executor event can't touch it."""
     if end.status != "exited":
         return None
