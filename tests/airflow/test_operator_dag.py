@@ -232,10 +232,11 @@ def test_only_the_worker_side_unpickles() -> None:
     import remote_docker
 
     package = Path(remote_docker.__file__).parent
-    unpicklers = sorted(p.name for p in package.glob("*.py") if re.search(r"pickle\.loads?\(", p.read_text()))
-    assert unpicklers == ["output.py"]
-    assert "pickle" not in (package / "triggers.py").read_text()
-    assert "pickle" not in (package / "logs.py").read_text()
+    unpicklers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                        if re.search(r"pickle\.loads?\(", p.read_text()))
+    assert unpicklers == ["lifecycle/output.py"]
+    for module in ("triggers.py", "capacity.py", "logs/follower.py", "logs/stream.py"):
+        assert "pickle" not in (package / module).read_text(), module
 
 
 def test_container_lines_are_marked_and_their_control_characters_shown_escaped(run: DagRunResult) -> None:
