@@ -42,7 +42,10 @@ with DAG("rd_masked", schedule=None, start_date=START, catchup=False):
     # the secret in stdout, stderr, the last line and a failure's tail; a registry password in a pull
     sh("masked", "echo secret=$TOKEN; echo err-secret=$TOKEN >&2; sleep 6; echo done", private_environment={"TOKEN": SECRET},
        auto_remove="force")
+    # failing on a worker (the callback waits for its exception) and, on Airflow >= 3.3.1, from the triggerer
     sh("masked_fails", "echo secret=$TOKEN; echo err-secret=$TOKEN >&2; sleep 6; echo last=$TOKEN; exit 3",
+       private_environment={"TOKEN": SECRET}, auto_remove="force", on_failure_callback=lambda context: None)
+    sh("masked_fails_here", "echo secret=$TOKEN; sleep 6; echo last=$TOKEN; exit 3",
        private_environment={"TOKEN": SECRET}, auto_remove="force")
     # a 16 KiB log entry (the daemon's partial line) ending inside the secret, the worker deferring before the rest
     sh("straddles", "head -c 16376 /dev/zero | tr '\\0' x; printf '%.8s' \"$TOKEN\"; sleep 5; echo \"${TOKEN#????????}\"; echo done",
