@@ -93,7 +93,7 @@ async def start(pool: DaemonPool, launch: Launch, identity: Mapping[str, str], e
     if not in_triggerer and (found := await reattach_in_pool(pool, engine_for, identity, launch.deployment, record,
                                                              stop_timeout, log)):
         return found
-    holder = await holder_of_this_try(pool, identity, daemon, daemon_labels) if in_triggerer else None
+    holder = await holder_of_this_try(pool, identity, launch.deployment, daemon, daemon_labels) if in_triggerer else None
     failed: dict[str, str] = {}
     while True:
         if holder is not None:
@@ -183,9 +183,10 @@ async def ours_of_task(engine: Engine, identity: Mapping[str, str], deployment: 
     return ours
 
 
-async def holder_of_this_try(pool: DaemonPool, identity: Mapping[str, str], daemon: str | None,
+async def holder_of_this_try(pool: DaemonPool, identity: Mapping[str, str], deployment: Deployment, daemon: str | None,
                              daemon_labels: Mapping[str, str] | None) -> Member | None:
-    """The daemon that holds this try's container already (an earlier run of the trigger made it), if any."""
+    """The daemon that holds this try's container already (an earlier run of the trigger made it), if any: only a
+    container this deployment made counts, so another's carrying the same labels can't steer the placement."""
     if pool.single:
         return pool.members[0]
     for member in pool.matching(daemon, daemon_labels):
@@ -195,7 +196,8 @@ async def holder_of_this_try(pool: DaemonPool, identity: Mapping[str, str], daem
             if not err.unreachable:
                 raise
             continue
-        if any(all(c["Labels"].get(k) == v for k, v in identity.items()) for c in found):
+        if any(deployment.owns(c.get("Labels")) and all(c["Labels"].get(k) == v for k, v in identity.items())
+               for c in found):
             return member
     return None
 
