@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +192,7 @@ class AirflowServices:
 
     # ------------------------------------------------------------------ REST and state
 
-    def rest(self, method: str, path: str, body: Any = None) -> Any:
+    def rest(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
         """A call to the REST API as an admin (the simple auth manager hands every caller an admin token;
         Airflow 3.3 also takes calls without one, 3.1 does not)."""
         if path.startswith("/api/") and self._token is None:
@@ -201,18 +202,39 @@ class AirflowServices:
             headers["Authorization"] = f"Bearer {self._token}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
+        for attempt in (1, 2, 3):
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    payload = response.read()
+                return json.loads(payload) if payload else None
+            except TimeoutError:
+                # Reads are repeated: the api-server can wait on a busy SQLite database for a while.
+                if method != "GET" or attempt == 3:
+                    raise
+        return None
 
     def wait_parsed(self, dag_id: str, timeout: float = 120) -> None:
         wait_until(lambda: self.rest("GET", f"/api/v2/dags/{dag_id}"), timeout,
                    lambda: f"DAG {dag_id} parsed ({self.output('dag-processor')[-2000:]})", every=1)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """A new run of the DAG. It names its own run id, so a call that timed out while the api-server waited on a
+        busy database (SQLite on two cores) is repeated safely: a second POST of the same id answers 409."""
         self.wait_parsed(dag_id)
-        run = self.rest("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return run["dag_run_id"]
+        run_id = f"manual__{uuid.uuid4().hex[:12]}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        for attempt in (1, 2, 3):
+            try:
+                self.rest("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, timeout=60)
+                return run_id
+            except urllib.error.HTTPError as error:
+                if error.code != 409 or attempt == 1:
+                    raise
+                return run_id  # an earlier attempt that timed out did create it
+            except TimeoutError:
+                if attempt == 3:
+                    raise
+        return run_id
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows from the metadata database, SQLite or PostgreSQL (``?`` placeholders either way)."""
