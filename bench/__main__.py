@@ -38,23 +38,28 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=NAMES)
     parser.add_argument("--engine", action="append", choices=list(engines.ENGINES),
                         help="measure on this engine (repeat for several, one after the other in this run)")
+    parser.add_argument("--executor", choices=("local", "celery"), default="local",
+                        help="Airflow's executor where a benchmark runs real services (celery: a Redis broker, "
+                             "PostgreSQL, two Celery workers); results are kept beside LocalExecutor's (burst-3.3+celery)")
     args = parser.parse_args()
     mode = "full" if args.full else "quick"
     sizes = SIZES[mode]
     wanted = args.only or [name for name in NAMES if args.full or name not in ("loop", "sweep", "callpath")]  # ~10 min each
     chosen = args.engine or [engines.DEFAULT_ENGINE]
     command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or []) \
-        + "".join(f" --engine {e}" for e in args.engine or [])
+        + "".join(f" --engine {e}" for e in args.engine or []) + (f" --executor {args.executor}" if args.executor != "local" else "")
     began = time.monotonic()
     for name in chosen:
         os.environ[engines.ENGINE_ENV] = name
-        measure(name, wanted, sizes, command)
+        measure(name, wanted, sizes, command, args.executor)
     print(f"[bench] done in {time.monotonic() - began:.0f}s", flush=True)
     write_report()
     return 0
 
 
-def measure(engine_name: str, wanted: list[str], sizes: dict, command: str) -> None:
+def measure(engine_name: str, wanted: list[str], sizes: dict, command: str, executor: str = "local") -> None:
+    import on_airflow
+
     daemon = start_daemon()
     engine = engine_of(daemon)
     print(f"[bench] on {engine}", flush=True)
@@ -63,11 +68,17 @@ def measure(engine_name: str, wanted: list[str], sizes: dict, command: str) -> N
             work = Path(folder)
             for name in wanted:
                 started = time.monotonic()
-                result = run_one(name, daemon, sizes, work)
+                if executor == "celery":
+                    with on_airflow.celery_backing(work / f"{name}-backing"):
+                        result = run_one(name, daemon, sizes, work)
+                    result.name += " on CeleryExecutor"
+                else:
+                    result = run_one(name, daemon, sizes, work)
                 result.figures["seconds_taken"] = round(time.monotonic() - started, 1)
                 result.figures["command"] = command
-                result.figures["machine"] = {**machine(), "engine": engine}
-                result.save(engine_name)
+                result.figures["machine"] = {**machine(), "engine": engine,
+                                             "executor": "CeleryExecutor" if executor == "celery" else "LocalExecutor"}
+                result.save(engine_name, executor)
     finally:
         stop_daemon(daemon)
 
@@ -114,7 +125,7 @@ def run_one(name: str, daemon, sizes: dict, work: Path) -> Result:
 
 def headline(key: str, figures: dict) -> str:
     """The one figure a reader compares with the target."""
-    name = key.split("@")[0].split("-")[0]
+    name = key.split("@")[0].split("+")[0].split("-")[0]
     if name == "p1":
         first = f", {figures['speedup_default_first_run']}x on its first run" if "speedup_default_first_run" in figures else ""
         return (f"{figures['speedup_start_from_trigger']}x with start_from_trigger, {figures['speedup_default']}x at "
@@ -153,7 +164,7 @@ def write_report() -> None:
     # in the order of NAMES; a benchmark run once per Airflow minor (burst-3.1) or on another engine (p5@docker-29)
     # has a file each
     results = {key: found[key] for name in NAMES for key in found
-               if key == name or key.startswith((f"{name}-", f"{name}@"))}
+               if key == name or key.startswith((f"{name}-", f"{name}@", f"{name}+"))}
     charts(results)
     verdicts = {True: "**met**", False: "**missed**", None: "not measured at the target size"}
     lines = ["# Benchmarks", "",
@@ -164,6 +175,8 @@ def write_report() -> None:
     for key, result in results.items():
         info = result["figures"].get("machine", {})
         engine = info.get("engine", "docker-20.10").split(" (")[0]
+        if info.get("executor", "LocalExecutor") != "LocalExecutor":
+            engine += f", {info['executor']}"
         lines.append(f"| [{result['name']}](#{anchor(key)}) | {engine} | {result['target']} | "
                      f"{headline(key, result['figures'])} | {verdicts[result['met']]} | {info.get('date', '-')[:10]} | "
                      f"`{result['figures'].get('command', '')}` |")
@@ -187,7 +200,7 @@ def write_report() -> None:
 
 
 def anchor(key: str) -> str:
-    return "bench-" + key.replace("@", "-on-").replace(".", "")
+    return "bench-" + key.replace("@", "-on-").replace("+", "-").replace(".", "")
 
 
 def analysis() -> str:

@@ -134,10 +134,13 @@ class Result:
     met: bool | None = None
     notes: list[str] = field(default_factory=list)
 
-    def save(self, engine: str = engines.DEFAULT_ENGINE) -> Path:
-        """bench/results/p5.json; on another engine than the default p5@docker-29.json, beside it."""
+    def save(self, engine: str = engines.DEFAULT_ENGINE, executor: str = "local") -> Path:
+        """bench/results/p5.json; on another engine than the default p5@docker-29.json, on CeleryExecutor
+        p5+celery.json, beside it."""
         RESULTS.mkdir(parents=True, exist_ok=True)
         key = self.name.split()[0].lower()
-        path = RESULTS / (f"{key}.json" if engine == engines.DEFAULT_ENGINE else f"{key}@{engine}.json")
+        key += "" if engine == engines.DEFAULT_ENGINE else f"@{engine}"
+        key += "" if executor == "local" else f"+{executor}"
+        path = RESULTS / f"{key}.json"
         path.write_text(json.dumps(self.__dict__, indent=2, default=str))
         return path

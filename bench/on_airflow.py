@@ -1,5 +1,6 @@
-"""Benchmarks through a real scheduler + triggerer (LocalExecutor, SQLite), ours against the official
-DockerOperator on the same TLS daemon, in the same run.
+"""Benchmarks through a real scheduler + triggerer (LocalExecutor on SQLite; with ``bench/run --executor celery``
+CeleryExecutor: a Redis broker, PostgreSQL, two Celery workers), ours against the official DockerOperator on the
+same TLS daemon, in the same run.
 
 P1 slot release: N tasks of T-second containers, [core] parallelism = W.
 P5 single-task latency: one 1-second container task, run start to task success.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,6 +23,25 @@ from common import ROOT, Daemon, Result
 
 DAGS = ROOT / "bench" / "dags"
 REPEATS = 3
+# bench/run --executor celery: the database and broker of the benchmark being run (``celery_backing``)
+BACKING: dict[str, str] = {}
+
+
+@contextmanager
+def celery_backing(work: Path) -> Iterator[None]:
+    """While a benchmark runs on CeleryExecutor: a PostgreSQL and a Redis of its own, used by ``services_for``."""
+    import broker
+    import postgres
+
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # PostgreSQL runs as its own user: it must get through to its folder
+    try:
+        BACKING.update(database_url=postgres.start(work / "postgres"), celery_broker_url=broker.start(work / "broker"))
+        yield
+    finally:
+        BACKING.clear()
+        broker.remove(work / "broker")
+        postgres.remove(work / "postgres")
 
 
 def _ts(value: str) -> float:
@@ -34,7 +56,7 @@ def _docker_ts(value: str) -> float:
 def services_for(daemon: Daemon, home: Path, parallelism: int, **env: str) -> AirflowServices:
     return AirflowServices(
         airflow=Path(sys.executable).parent / "airflow", home=home, dags=DAGS,
-        connection_json=daemon.connection_json(), parallelism=parallelism,
+        connection_json=daemon.connection_json(), parallelism=parallelism, **BACKING,
         extra_env={"BENCH_DOCKER_URL": daemon.url, "BENCH_CERTS": str(daemon.client_dir),
                    # requests would let these replace the official operator's CA (docker-py #2672)
                    "REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "",

@@ -1,6 +1,7 @@
 """Real Airflow 3 services on this machine: api-server, scheduler, dag-processor, triggerer.
 
-LocalExecutor on SQLite, everything on 127.0.0.1, log servers off. Used where deferral,
+LocalExecutor on SQLite or PostgreSQL, or CeleryExecutor (the official compose file's: a Redis broker, the
+result backend in PostgreSQL, two Celery workers); everything on 127.0.0.1, log servers off. Used where deferral,
 slot release, user actions and restarts are the point. Only processes started here are
 ever signalled, by PID.
 """
@@ -29,6 +30,13 @@ COMPONENTS = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
 EXTRA_COMPONENTS = {"triggerer-2": COMPONENTS["triggerer"]}  # a second triggerer, for HA
+# CeleryExecutor's two workers, sharing [core] parallelism between them (both on this machine: their task logs
+# land in AIRFLOW_HOME/logs, where the api-server reads them)
+CELERY_WORKERS = {
+    f"celery-worker-{n}": ["celery", "worker", "--skip-serve-logs", "--celery-hostname", f"w{n}@127.0.0.1",
+                           "--concurrency", "{concurrency}", "--without-gossip", "--without-mingle"]
+    for n in (1, 2)
+}
 
 
 _T = TypeVar("_T")
@@ -78,6 +86,7 @@ class AirflowServices:
     # AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT, new DAGs paused (only what is run gets unpaused), airflow.cfg written
     connection_in_database: bool = False
     paused_at_creation: bool = False
+    celery_broker_url: str | None = None  # CeleryExecutor with this broker (``broker.py``); needs database_url
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -87,7 +96,7 @@ class AirflowServices:
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if self.celery_broker_url else "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(self.paused_at_creation),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
@@ -106,15 +115,35 @@ class AirflowServices:
             **({} if self.connection_in_database else {"AIRFLOW_CONN_REMOTE_DOCKER_DEFAULT": self.connection_json}),
             **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url} if self.database_url else
                {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_SETTINGS}.CONNECT_ARGS"}),
+            **(self.celery_env if self.celery_broker_url else {}),
             **self.extra_env,
         }
+
+    @property
+    def celery_env(self) -> dict[str, str]:
+        if not self.database_url:
+            raise ValueError("CeleryExecutor needs PostgreSQL: pass database_url as well as celery_broker_url")
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": str(self.celery_broker_url),
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.database_url}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency_per_worker),
+        }
+
+    @property
+    def concurrency_per_worker(self) -> int:
+        return -(-self.parallelism // len(CELERY_WORKERS))
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """What ``start`` starts: Airflow's four services, and the Celery workers under CeleryExecutor."""
+        return (*COMPONENTS, *(CELERY_WORKERS if self.celery_broker_url else ()))
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.airflow), *args], capture_output=True, text=True, env=self.env, timeout=timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, components: tuple[str, ...] = tuple(COMPONENTS)) -> None:
+    def start(self, components: tuple[str, ...] | None = None) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.database_url:
             # SQLite's default 5 s busy timeout is shorter than the write locks the DAG processor and the
@@ -132,7 +161,7 @@ class AirflowServices:
             added = self.cli("connections", "add", "remote_docker_default", "--conn-json", self.connection_json)
             if added.returncode:
                 raise RuntimeError(f"airflow connections add failed: {added.stderr[-2000:]}")
-        for name in components:
+        for name in components or self.components:
             self.start_component(name)
         self._wait_api()
 
@@ -149,7 +178,8 @@ class AirflowServices:
         return path
 
     def start_component(self, name: str) -> None:
-        args = [a.replace("{port}", str(self.port)) for a in {**COMPONENTS, **EXTRA_COMPONENTS}[name]]
+        args = [a.replace("{port}", str(self.port)).replace("{concurrency}", str(self.concurrency_per_worker))
+                for a in {**COMPONENTS, **EXTRA_COMPONENTS, **CELERY_WORKERS}[name]]
         log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
         self.procs[name] = subprocess.Popen([str(self.airflow), *args], stdout=log, stderr=subprocess.STDOUT,
                                             env=self.env, start_new_session=True)

@@ -172,19 +172,47 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)  # a real scheduler, dag-processor, api-server and triggerer
 
 
+# REMOTE_DOCKER_TEST_EXECUTOR=celery runs every services test on CeleryExecutor (the official compose file's: a
+# Redis broker, PostgreSQL, two Celery workers) instead of LocalExecutor; tests/services/test_celery.py always does
+EXECUTOR = os.environ.get("REMOTE_DOCKER_TEST_EXECUTOR", "local").lower()
+if EXECUTOR not in ("local", "celery"):
+    raise SystemExit(f"REMOTE_DOCKER_TEST_EXECUTOR={EXECUTOR!r}: use 'local' or 'celery'")
+
+
 @contextmanager
 def running_services(daemon: Daemon, home: Path, dags: Path, *, parallelism: int = 1,
-                     extra_env: dict[str, str] | None = None, database_url: str | None = None) -> Iterator[AirflowServices]:
-    """Real api-server, scheduler, dag-processor and triggerer (LocalExecutor) against ``daemon``; on
-    PostgreSQL at ``database_url`` (see ``postgres``), else SQLite."""
-    found = AirflowServices(airflow=VENV_BIN / "airflow", home=home, dags=dags, connection_json=daemon.connection_json(),
-                            parallelism=parallelism, database_url=database_url,
-                            extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, **(extra_env or {})})
+                     extra_env: dict[str, str] | None = None, database_url: str | None = None,
+                     celery: bool | None = None) -> Iterator[AirflowServices]:
+    """Real api-server, scheduler, dag-processor and triggerer against ``daemon``: LocalExecutor on PostgreSQL at
+    ``database_url`` (see ``postgres``), else SQLite; or, with ``celery`` (default: REMOTE_DOCKER_TEST_EXECUTOR),
+    CeleryExecutor with a Redis broker, two Celery workers and PostgreSQL (one of its own if none is given)."""
+    import broker
+    import postgres as database
+
+    celery = EXECUTOR == "celery" if celery is None else celery
+    own = Path(tempfile.mkdtemp(prefix="rd-celery-")) if celery else None
+    if own is not None:
+        own.chmod(0o755)  # PostgreSQL runs as its own user: it must get through to its folder
     try:
-        found.start()
-        yield found
+        if own is not None:
+            database_url = database_url or database.start(own / "postgres")
+        found = AirflowServices(
+            airflow=VENV_BIN / "airflow", home=home, dags=dags, connection_json=daemon.connection_json(),
+            parallelism=parallelism, database_url=database_url,
+            celery_broker_url=broker.start(own / "broker") if own is not None else None,
+            extra_env={"REMOTE_DOCKER_TEST_IMAGE": BUSYBOX_IMAGE, **(extra_env or {})})
+        try:
+            found.start()
+            yield found
+        finally:
+            found.stop()
+    except SystemExit as err:  # the harness could not start PostgreSQL or Redis
+        pytest.fail(f"could not start the services' database or broker: {err}")
     finally:
-        found.stop()
+        if own is not None:
+            broker.remove(own / "broker")
+            database.remove(own / "postgres")
+            shutil.rmtree(own, ignore_errors=True)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import sqlite3
 import threading
 from collections.abc import Iterator
 
@@ -58,9 +57,8 @@ def services(daemon: Daemon, hanging_registry: str, tmp_path_factory) -> Iterato
 
 
 def ti_rows(services: AirflowServices, dag_id: str, run_id: str) -> dict[tuple[str, int], tuple[str, str]]:
-    with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
-        rows = db.execute("select task_id, map_index, state, hostname from task_instance where dag_id=? and run_id=?",
-                          (dag_id, run_id)).fetchall()
+    rows = services.query("select task_id, map_index, state, hostname from task_instance where dag_id=? and run_id=?",
+                          (dag_id, run_id))
     return {(task_id, map_index): (state, hostname or "") for task_id, map_index, state, hostname in rows}
 
 

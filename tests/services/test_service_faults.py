@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import sys
 import tarfile
 import tempfile
@@ -142,16 +141,14 @@ def triggerer_output_lines(services: AirflowServices, dag_id: str, run_id: str) 
 
 
 def xcoms(services: AirflowServices, dag_id: str, run_id: str) -> dict[tuple[str, int], object]:
-    with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
-        rows = db.execute("select task_id, map_index, value from xcom where dag_id=? and run_id=? and key='return_value'",
-                          (dag_id, run_id)).fetchall()
+    rows = services.query("select task_id, map_index, cast(value as text) from xcom "
+                          "where dag_id=? and run_id=? and key='return_value'", (dag_id, run_id))
     return {(task_id, map_index): json.loads(value) for task_id, map_index, value in rows}
 
 
 def ti_rows(services: AirflowServices, dag_id: str, run_id: str) -> list[tuple[str, int, str, int]]:
-    with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
-        return db.execute("select task_id, map_index, state, try_number from task_instance where dag_id=? and run_id=?",
-                          (dag_id, run_id)).fetchall()
+    return services.query("select task_id, map_index, state, try_number from task_instance where dag_id=? and run_id=?",
+                          (dag_id, run_id))
 
 
 # --------------------------------------------------------------------------- 1. triggerer SIGKILL

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 from collections.abc import Iterator
 
 import docker
@@ -162,8 +161,7 @@ def test_secrets_never_in_logs_trigger_kwargs_events_or_the_database(services: A
 
     def finished_checking_kwargs() -> bool:
         nonlocal kwargs_seen
-        with sqlite3.connect(services.home / "airflow.db", timeout=30) as db:
-            rows = db.execute("select kwargs from trigger").fetchall()
+        rows = services.query("select cast(kwargs as text) from trigger")
         for (stored,) in rows:
             kwargs_seen += 1
             # Airflow 3.3 stores them as plain JSON (encrypted only if the client encrypts): check both ways
