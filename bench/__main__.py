@@ -128,8 +128,10 @@ def headline(key: str, figures: dict) -> str:
     name = key.split("@")[0].split("+")[0].split("-")[0]
     if name == "p1":
         first = f", {figures['speedup_default_first_run']}x on its first run" if "speedup_default_first_run" in figures else ""
+        floor = (f"; Airflow's floor for a worker-started deferral {figures['speedup_airflow_floor_worker_defers']}x"
+                 if "speedup_airflow_floor_worker_defers" in figures else "")
         return (f"{figures['speedup_start_from_trigger']}x with start_from_trigger, {figures['speedup_default']}x at "
-                f"defaults{first} (ideal {figures['ideal_speedup_n_over_w']}x)")
+                f"defaults{first} (ideal {figures['ideal_speedup_n_over_w']}x){floor}")
     if name == "p2":
         top = max(figures["rows"], key=lambda row: row["n"])
         return (f"at {top['n']}: +{top['rss_over_baseline_mb']} MB, {top['cpu_percent_of_one_core_waiting']} % CPU, "

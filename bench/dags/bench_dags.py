@@ -6,7 +6,8 @@ import datetime as dt
 import os
 
 from airflow.providers.docker.operators.docker import DockerOperator
-from airflow.sdk import DAG
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import DAG, BaseOperator
 
 from remote_docker.operators import RemoteDockerOperator
 
@@ -32,6 +33,23 @@ with DAG("bench_p1_ours_from_trigger", schedule=None, start_date=START, catchup=
     for i in range(N):  # started in the triggerer: no worker at all (Airflow >= 3.3)
         RemoteDockerOperator(task_id=f"c{i:02d}", image="bench/p1-ours:1", command=SLEEP, network_mode="none",
                              auto_remove="never", start_from_trigger=True)
+
+
+
+class DeferAtOnce(BaseOperator):
+    """Airflow's own floor for a task a worker starts and defers at once: no container, no code of ours; a T s timer
+    in the triggerer that ends the task there (``end_from_trigger``), as ours does with a long task at defaults."""
+
+    def execute(self, context):
+        self.defer(trigger=TimeDeltaTrigger(dt.timedelta(seconds=T), end_from_trigger=True), method_name="execute_complete")
+
+    def execute_complete(self, context, event=None):
+        return None
+
+
+with DAG("bench_p1_airflow_floor", schedule=None, start_date=START, catchup=False):
+    for i in range(N):
+        DeferAtOnce(task_id=f"c{i:02d}")
 
 ONE_SECOND = ["sh", "-c", "sleep 1; echo hi"]
 
