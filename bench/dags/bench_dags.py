@@ -1,55 +1,17 @@
-"""Benchmark DAGs: the same container work through RemoteDockerOperator and the official DockerOperator."""
+"""Benchmark DAGs: the same container work through RemoteDockerOperator and the official DockerOperator.
+
+P1's DAGs are in files of their own (p1_*.py): a task's worker parses its DAG's file at every start, and this
+file, with the burst's 200 tasks, takes 0.5-0.7 s to parse here, which would be counted 20 times per slot."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 from airflow.providers.docker.operators.docker import DockerOperator
-from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-from airflow.sdk import DAG, BaseOperator
+from airflow.sdk import DAG
+from p1_common import START, TLS, URL
 
 from remote_docker.operators import RemoteDockerOperator
-
-N = int(os.environ.get("BENCH_N", "20"))
-T = int(os.environ.get("BENCH_T", "20"))
-URL = os.environ.get("BENCH_DOCKER_URL", "tcp://127.0.0.1:2376")
-CERTS = os.environ.get("BENCH_CERTS", "/nonexistent")
-TLS = {"tls_ca_cert": f"{CERTS}/ca.pem", "tls_client_cert": f"{CERTS}/cert.pem", "tls_client_key": f"{CERTS}/key.pem"}
-START = dt.datetime(2026, 1, 1)
-SLEEP = ["sh", "-c", f"echo start; sleep {T}; echo done"]
-
-with DAG("bench_p1_ours", schedule=None, start_date=START, catchup=False):
-    for i in range(N):  # the defaults: a worker starts it, follows it defer_after seconds, the trigger ends it
-        RemoteDockerOperator(task_id=f"c{i:02d}", image="bench/p1-ours:1", command=SLEEP, network_mode="none",
-                             auto_remove="never")
-
-with DAG("bench_p1_official", schedule=None, start_date=START, catchup=False):
-    for i in range(N):
-        DockerOperator(task_id=f"c{i:02d}", image="bench/p1-official:1", command=SLEEP, network_mode="none",
-                       docker_url=URL, tls_verify=True, mount_tmp_dir=False, auto_remove="never", **TLS)
-
-with DAG("bench_p1_ours_from_trigger", schedule=None, start_date=START, catchup=False):
-    for i in range(N):  # started in the triggerer: no worker at all (Airflow >= 3.3)
-        RemoteDockerOperator(task_id=f"c{i:02d}", image="bench/p1-ours:1", command=SLEEP, network_mode="none",
-                             auto_remove="never", start_from_trigger=True)
-
-
-
-class DeferAtOnce(BaseOperator):
-    """Airflow's own floor for a task a worker starts and defers at once: no container, no code of ours; a T s timer
-    in the triggerer that ends the task there (``end_from_trigger``), as ours does with a long task at defaults."""
-
-    def execute(self, context):
-        self.defer(trigger=TimeDeltaTrigger(dt.timedelta(seconds=T), end_from_trigger=True), method_name="execute_complete")
-
-    def execute_complete(self, context, event=None):
-        return None
-
-
-with DAG("bench_p1_airflow_floor", schedule=None, start_date=START, catchup=False):
-    for i in range(N):
-        DeferAtOnce(task_id=f"c{i:02d}")
 
 ONE_SECOND = ["sh", "-c", "sleep 1; echo hi"]
 
