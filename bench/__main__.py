@@ -69,7 +69,7 @@ def measure(engine_name: str, wanted: list[str], sizes: dict, command: str, exec
             for name in wanted:
                 started = time.monotonic()
                 if executor == "celery":
-                    with on_airflow.celery_backing(work / f"{name}-backing"):
+                    with on_airflow.celery_backing():
                         result = run_one(name, daemon, sizes, work)
                     result.name += " on CeleryExecutor"
                 else:

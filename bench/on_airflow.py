@@ -11,8 +11,10 @@ Burst: 200 immediate-exit tasks at the defaults: how many fail, and how long the
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import statistics
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +30,13 @@ BACKING: dict[str, str] = {}
 
 
 @contextmanager
-def celery_backing(work: Path) -> Iterator[None]:
+def celery_backing() -> Iterator[None]:
     """While a benchmark runs on CeleryExecutor: a PostgreSQL and a Redis of its own, used by ``services_for``."""
     import broker
     import postgres
 
-    work.mkdir(parents=True, exist_ok=True)
-    work.chmod(0o755)  # PostgreSQL runs as its own user: it must get through to its folder
+    work = Path(tempfile.mkdtemp(prefix="rd-bench-celery-"))
+    work.chmod(0o755)  # PostgreSQL runs as its own user: every folder above its own must let it through
     try:
         BACKING.update(database_url=postgres.start(work / "postgres"), celery_broker_url=broker.start(work / "broker"))
         yield
@@ -42,6 +44,7 @@ def celery_backing(work: Path) -> Iterator[None]:
         BACKING.clear()
         broker.remove(work / "broker")
         postgres.remove(work / "postgres")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _ts(value: str) -> float:
