@@ -41,13 +41,17 @@ def main() -> int:
     parser.add_argument("--executor", choices=("local", "celery"), default="local",
                         help="Airflow's executor where a benchmark runs real services (celery: a Redis broker, "
                              "PostgreSQL, two Celery workers); results are kept beside LocalExecutor's (burst-3.3+celery)")
+    parser.add_argument("--sweep-lengths", type=lambda text: tuple(float(x) for x in text.split(",")),
+                        help="the sweep's container lengths in seconds, comma-separated (default: 3 quick, "
+                             "0.5,3,8,20,60 with --full)")
     args = parser.parse_args()
     mode = "full" if args.full else "quick"
-    sizes = SIZES[mode]
+    sizes = {**SIZES[mode], **({"sweep": args.sweep_lengths} if args.sweep_lengths else {})}
     wanted = args.only or [name for name in NAMES if args.full or name not in ("loop", "sweep", "callpath")]  # ~10 min each
     chosen = args.engine or [engines.DEFAULT_ENGINE]
     command = "bench/run" + (" --full" if args.full else "") + "".join(f" --only {w}" for w in args.only or []) \
-        + "".join(f" --engine {e}" for e in args.engine or []) + (f" --executor {args.executor}" if args.executor != "local" else "")
+        + "".join(f" --engine {e}" for e in args.engine or []) + (f" --executor {args.executor}" if args.executor != "local" else "") \
+        + (f" --sweep-lengths {','.join(f'{x:g}' for x in args.sweep_lengths)}" if args.sweep_lengths else "")
     began = time.monotonic()
     for name in chosen:
         os.environ[engines.ENGINE_ENV] = name
