@@ -1,8 +1,5 @@
-#!/usr/bin/env python3
-"""A Redis server of our own as the Celery broker for tests and benchmarks: Debian's, in a temp dir, on 127.0.0.1.
-
-    python scripts/broker.py start STATE_DIR     # prints the broker URL
-    python scripts/broker.py stop STATE_DIR
+"""A Redis server of our own as the Celery broker for tests and benchmarks: Debian's, in a temp dir, on 127.0.0.1
+(``start(state)`` gives its URL, ``remove(state)`` stops it and deletes the folder).
 
 Debian's ``redis-tools`` package holds the server binary (``redis-check-rdb``; Redis picks its role from the
 name it is started under), without ``redis-server``'s init script that would start a system-wide server on
@@ -11,13 +8,11 @@ name it is started under), without ``redis-server``'s init script that would sta
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -94,18 +89,3 @@ def remove(state: Path) -> None:
     stop(state)
     shutil.rmtree(state, ignore_errors=True)
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("start", "stop"))
-    parser.add_argument("state", type=Path)
-    args = parser.parse_args()
-    if args.action == "start":
-        print(start(args.state.resolve()))
-    else:
-        stop(args.state.resolve())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
