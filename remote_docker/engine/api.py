@@ -222,9 +222,10 @@ class Engine:
         except BaseException as err:
             raise self.error(err, "reading the log on") from None
 
-    async def kill_events(self, container_id: str, since: int, until: int) -> list[dict[str, Any]]:
-        """The ``kill`` events the daemon recorded for the container between two UNIX times."""
-        params = {"since": str(since), "until": str(until),
+    async def kill_events(self, container_id: str, since: int, until: float) -> list[dict[str, Any]]:
+        """The ``kill`` events the daemon recorded for the container between two UNIX times (``until`` to the
+        nanosecond: one in the daemon's future holds the answer back until then)."""
+        params = {"since": str(since), "until": f"{until:.9f}",
                   "filters": json.dumps({"container": [container_id], "event": ["kill"]})}
         # private: aiodocker's events() runs one shared background subscription, not a bounded read
         body = await self._call("reading events on", self._read("events", params))

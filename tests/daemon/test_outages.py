@@ -13,7 +13,12 @@ import time
 import pytest
 from conftest import BUSYBOX_IMAGE, ENGINE_KIND, Daemon
 
-from remote_docker.lifecycle.outages import SHUTDOWN_WATCH_SECONDS, stopping_signal
+from remote_docker.lifecycle.outages import (
+    KILL_LOGGED_WITHIN,
+    SHUTDOWN_WATCH_SECONDS,
+    kill_events_until,
+    stopping_signal,
+)
 from remote_docker.triggers import ContainerTrigger
 
 T0 = 1_790_000_000.0
@@ -52,6 +57,15 @@ def state(exit_code: int, finished: float) -> dict:
 )
 def test_stopping_signal(kills: list[dict], exit_code: int, finished: float, expected: str | None) -> None:
     assert stopping_signal(state(exit_code, finished), kills) == expected
+
+
+@pytest.mark.parametrize(("ago", "expected_after_exit"), [
+    (0.02, KILL_LOGGED_WITHIN),  # asked at once: the engine's margin, a wait of at most that
+    (0.5, 0.5),  # asked later: up to now, no wait (an ``until`` ahead of the daemon's clock holds the answer back)
+    (5.0, 1.0),  # long after: the second stopping_signal looks at
+])
+def test_the_kill_lookup_never_waits_for_the_future(ago: float, expected_after_exit: float) -> None:
+    assert kill_events_until(T0, T0 + ago) == pytest.approx(T0 + expected_after_exit)
 
 
 def watch(daemon: Daemon, script: str, action) -> tuple[dict, float]:
