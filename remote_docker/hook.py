@@ -13,9 +13,8 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
 from airflow.sdk import BaseHook
 
 from remote_docker.daemon.connection import (
@@ -31,8 +30,11 @@ from remote_docker.daemon.connection import (
 from remote_docker.daemon.diagnose import report, speaking
 from remote_docker.daemon.errors import DaemonError
 from remote_docker.engine import Engine, versions
-from remote_docker.engine.clients import make_sync_client, shared_async_client
+from remote_docker.engine.clients import shared_async_client
 from remote_docker.pool.members import ConnectionFields, DaemonPool, Member, normalize_extras, old_extra_names, pool_for
+
+if TYPE_CHECKING:
+    import docker
 
 
 def _mask_inline_keys(extras: dict[str, Any]) -> None:
@@ -164,6 +166,8 @@ class RemoteDockerHook(BaseHook):
 
     @cached_property
     def client(self) -> docker.DockerClient:
+        from remote_docker.engine.docker_py import make_sync_client  # docker-py only for those who ask for it
+
         return make_sync_client(self.config)
 
     # -- checks

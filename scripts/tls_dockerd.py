@@ -70,7 +70,7 @@ class RunningDaemon:
         return build_config(host=self.url, extras=self.extras(**more), source="test daemon")
 
     def client(self):
-        from remote_docker.engine.clients import make_sync_client
+        from remote_docker.engine.docker_py import make_sync_client
 
         return make_sync_client(self.config())
 
