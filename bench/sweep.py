@@ -90,6 +90,6 @@ def run(daemon: Daemon, home: Path, lengths: tuple[float, ...]) -> Result:
                          f"`dags test`, <= {TARGETS['first']}x on a DAG's first run; lengths {list(FULL_LENGTHS)} s x "
                          f"{', '.join(KINDS)} (median of {REPEATS} later runs)",
                   notes=["a task's time: from its DAG run's start to the task's end (its last try's)",
-                         "before the first cell, one run of Airflow's own timer trigger warms the triggerer process "
-                         "(Airflow's in-process Execution API, built at its first trigger's end)",
+                         "before the first cell, one deferred task of ours warms the triggerer process (Airflow's "
+                         "in-process Execution API, built at a trigger's first call, and our engine layer's import)",
                          "dags_test: the whole DAG under `airflow dags test` (its tasks one after the other)"])
