@@ -1,5 +1,5 @@
-"""Settings shared by P1's DAG files (not a DAG file): one file per flavour, as a user's DAG file holds one
-operator's tasks, so each worker start parses only its own DAG."""
+"""Settings shared by P1's DAG files and latency_*.py (not a DAG file): one file per flavour, as a user's DAG file
+holds one operator's tasks, so each worker start parses only its own DAG's file and imports only its operator."""
 
 from __future__ import annotations
 
@@ -13,3 +13,7 @@ CERTS = os.environ.get("BENCH_CERTS", "/nonexistent")
 TLS = {"tls_ca_cert": f"{CERTS}/ca.pem", "tls_client_cert": f"{CERTS}/cert.pem", "tls_client_key": f"{CERTS}/key.pem"}
 START = dt.datetime(2026, 1, 1)
 SLEEP = ["sh", "-c", f"echo start; sleep {T}; echo done"]
+
+# P5 and short tasks (latency_*.py): one 1 s container; eight containers of 0 to 1 s, all at once
+ONE_SECOND = ["sh", "-c", "sleep 1; echo hi"]
+SHORT = [["sh", "-c", f"sleep {i / 7:.2f}; echo done-{i}"] for i in range(8)]
