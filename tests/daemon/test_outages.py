@@ -113,3 +113,12 @@ def test_docker_stop_is_named(daemon: Daemon) -> None:
     event, _ = watch(daemon, script, lambda client, cid: client.api.stop(cid, timeout=5))
     # Podman's stop leaves no kill event (docs/engines.md); the failure then says "killed by" the exit's signal
     assert event["exit_code"] == 143 and event["kill_signal"] == (None if ENGINE_KIND == "podman" else "SIGTERM")
+
+
+@pytest.mark.daemon
+def test_a_kill_from_outside_is_found_on_every_engine(daemon: Daemon) -> None:
+    # `docker kill` leaves a kill event on every engine (Podman's names no signal: the exit code does, docs/engines.md);
+    # an engine refusing the lookup's nanosecond `until` would leave the kill unnamed
+    script = "trap 'exit 143' TERM; echo ready; while true; do sleep 0.1; done"
+    event, _ = watch(daemon, script, lambda client, cid: client.api.kill(cid, signal="SIGTERM"))
+    assert event["exit_code"] == 143 and event["kill_signal"] == "SIGTERM"
