@@ -160,8 +160,13 @@ async def kill_that_ended(engine: Engine, info: dict[str, Any]) -> str | None:
     """Ask the daemon for the container's kill events and tell whether one of them ended it."""
     state = info["State"]
     try:
+        facts = await engine.facts()
+        if not facts.kill_events_name_signal and signal_of_exit(state.get("ExitCode")) is None:
+            return None  # such a kill explains an exit only by the exit code's signal (stopping_signal)
         started = int(float(rfc3339_to_unix(state["StartedAt"])))
-        until = kill_events_until(float(rfc3339_to_unix(state["FinishedAt"])), time.time())
+        now = time.time()
+        until = kill_events_until(float(rfc3339_to_unix(state["FinishedAt"])), now) \
+            if facts.reads_past_events_at_once else int(now) + 1
         kills = await engine.kill_events(info["Id"], since=started, until=until)
     except (EngineError, KeyError, ValueError):
         return None  # only sharpens the message: without it the exit is reported as it is
